@@ -1,0 +1,161 @@
+"""Cloud Storage reads and writes with preconditions and metadata.
+
+google-cloud-storage / google-auth / transport errors become ours here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from .config import Destination
+from .errors import ChecksumMismatch, CredentialsError, DestinationError, PreconditionFailed
+from .metadata import Digests, SourceState, user_metadata
+from .source import SourceObject
+
+# (connect, read) seconds for each HTTP request; the client's retry policy covers the rest.
+TIMEOUT = (10, 120)
+
+
+@dataclass(frozen=True)
+class HeldObject:
+    """What a destination holds under one name."""
+
+    generation: int
+    source: SourceState | None  # None: not written by gcs-sync
+    size: int
+    crc32c: str | None
+
+
+class Writer(Protocol):
+    def held(self, destination: Destination, name: str) -> HeldObject | None: ...
+
+    def upload(
+        self, destination: Destination, name: str, path: str, obj: SourceObject,
+        state: SourceState, digests: Digests, if_generation_match: int,
+    ) -> HeldObject: ...
+
+
+class GcsWriter:
+    def __init__(self, client: Any):
+        self._client = client
+
+    def held(self, destination: Destination, name: str) -> HeldObject | None:
+        blob = self._client.bucket(destination.bucket).blob(name)
+        try:
+            blob.reload(timeout=TIMEOUT, retry=DEFAULT_RETRY)
+        except gexc.NotFound as exc:
+            if _bucket_missing(exc):
+                raise _bucket_not_found(destination) from exc
+            return None
+        except Exception as exc:  # noqa: BLE001 - translated, never swallowed
+            raise translate(exc, destination, name, "read") from exc
+        return _held(blob)
+
+    def upload(
+        self, destination: Destination, name: str, path: str, obj: SourceObject,
+        state: SourceState, digests: Digests, if_generation_match: int,
+    ) -> HeldObject:
+        blob = self._client.bucket(destination.bucket).blob(name)
+        for attr, value in obj.headers.items():
+            setattr(blob, attr, value)
+        blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
+        # Sent with the upload: Cloud Storage rejects the object if the bytes do not match.
+        blob.crc32c = digests.crc32c_b64
+        blob.md5_hash = digests.md5_b64
+        try:
+            blob.upload_from_filename(
+                path,
+                content_type=obj.headers.get("content_type"),
+                if_generation_match=if_generation_match,
+                checksum=None,  # our digests above are computed once, from the bytes S3 sent
+                timeout=TIMEOUT,
+                retry=DEFAULT_RETRY,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "write") from exc
+        written = _held(blob)
+        where = f"gs://{destination.bucket}/{name}"
+        if blob.crc32c != digests.crc32c_b64 or (blob.md5_hash and blob.md5_hash != digests.md5_b64):
+            self._discard(blob, written.generation)
+            raise ChecksumMismatch(
+                f"{where}: Cloud Storage reports "
+                f"crc32c {blob.crc32c} / md5 {blob.md5_hash}, the source bytes have crc32c "
+                f"{digests.crc32c_b64} / md5 {digests.md5_b64}; the copy was removed and will be retried"
+            )
+        if written.size != digests.size:
+            self._discard(blob, written.generation)
+            raise ChecksumMismatch(
+                f"{where}: stored {written.size} bytes, expected {digests.size}; the copy was removed"
+            )
+        return written
+
+    def _discard(self, blob: Any, generation: int) -> None:
+        """Remove an unverified object, only if it is still the one we wrote."""
+        try:
+            blob.delete(if_generation_match=generation, timeout=TIMEOUT)
+        except Exception:  # noqa: BLE001 - best effort; the failure is reported either way
+            pass
+
+
+def _held(blob: Any) -> HeldObject:
+    return HeldObject(
+        generation=int(blob.generation or 0),
+        source=SourceState.from_metadata(blob.metadata),
+        size=int(blob.size or 0),
+        crc32c=blob.crc32c,
+    )
+
+
+def _bucket_missing(exc: gexc.GoogleAPICallError) -> bool:
+    return "bucket" in str(exc.message or "").lower() and "object" not in str(exc.message or "").lower()
+
+
+def _bucket_not_found(destination: Destination) -> DestinationError:
+    return DestinationError(
+        f"{destination.url}: bucket {destination.bucket!r} does not exist or the service account "
+        "cannot see it; check GCS_DESTINATIONS",
+        retryable=False,
+    )
+
+
+def translate(exc: Exception, destination: Destination, name: str, action: str) -> Exception:
+    """Any exception from a Cloud Storage call -> one of ours, naming the object and destination."""
+    where = f"gs://{destination.bucket}/{name}"
+    if isinstance(exc, gexc.PreconditionFailed):
+        return PreconditionFailed(f"{where}: changed while we were writing; looking again")
+    if isinstance(exc, gexc.Forbidden):
+        return DestinationError(
+            f"{where}: permission denied on {action}. Grant the service account Storage Object Admin "
+            f"(roles/storage.objectAdmin) on gs://{destination.bucket}: overwriting needs "
+            "storage.objects.delete as well as storage.objects.create, which Object Creator lacks.",
+            retryable=False,
+        )
+    if isinstance(exc, gexc.Unauthorized):
+        return CredentialsError(
+            f"{where}: Cloud Storage refused the credentials (401); run the doctor check", retryable=True
+        )
+    if isinstance(exc, gexc.NotFound):
+        return _bucket_not_found(destination)
+    if isinstance(exc, gexc.BadRequest):
+        return DestinationError(f"{where}: Cloud Storage refused the {action}: {exc.message}", retryable=False)
+    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):
+        return DestinationError(f"{where}: Cloud Storage is throttling or failing ({exc}); will retry", retryable=True)
+    if isinstance(exc, auth_exc.RefreshError):
+        return CredentialsError(f"{where}: could not get a Google access token: {exc}", retryable=True)
+    if isinstance(exc, (auth_exc.TransportError, requests.RequestException, ConnectionError, TimeoutError)):
+        return DestinationError(f"{where}: network error talking to Cloud Storage ({type(exc).__name__}); will retry", retryable=True)
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return DestinationError(f"{where}: Cloud Storage {action} failed: {exc}", retryable=True)
+    try:
+        from google.resumable_media import DataCorruption
+    except ImportError:  # pragma: no cover
+        DataCorruption = ()  # type: ignore[assignment]
+    if DataCorruption and isinstance(exc, DataCorruption):
+        return ChecksumMismatch(f"{where}: the upload was corrupted in transit; will retry")
+    return DestinationError(f"{where}: {action} failed: {type(exc).__name__}: {exc}", retryable=False)

@@ -1,0 +1,250 @@
+"""Raw invocation events of every supported shape -> plain values. Pure: no I/O.
+
+Keys are URL-decoded here, once, at the boundary; nothing downstream decodes again.
+A malformed record never hides the good ones: it becomes a problem string on the parsed
+invocation, reported (and failed) after everything else is copied.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Union
+from urllib.parse import unquote_plus
+
+from .errors import EventError
+
+ACCEPTED_SHAPES = (
+    "an S3 event notification ({'Records': [{'eventSource': 'aws:s3', ...}]}), "
+    "S3 notifications delivered through SQS, SNS or SNS inside SQS, "
+    "an EventBridge 'Object Created' / 'Object Deleted' event from aws.s3, "
+    "an S3 Batch Operations invocation (schema 1.0 or 2.0), "
+    "a manual sync {'sync': {'bucket': NAME, 'prefix': PREFIX}}, "
+    "or a health check {'doctor': {}}"
+)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One changed S3 object as an event names it (key already decoded)."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+    removed: bool = False
+
+    @property
+    def url(self) -> str:
+        version = f" (version {self.version_id})" if self.version_id else ""
+        return f"s3://{self.bucket}/{self.key}{version}"
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """S3 notifications delivered directly, through SNS, or through EventBridge."""
+
+    refs: tuple[ObjectRef, ...]
+    ignored: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SqsMessage:
+    message_id: str
+    refs: tuple[ObjectRef, ...] = ()
+    ignored: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SqsBatch:
+    messages: tuple[SqsMessage, ...]
+
+
+Invocation = Union[Notifications, SqsBatch]
+
+
+def parse(event: Any) -> Invocation:
+    """Classify and parse an invocation event; raise EventError for any other shape."""
+    if isinstance(event, dict):
+        records = event.get("Records")
+        if isinstance(records, list) and records:
+            sources = {r.get("eventSource") or r.get("EventSource") for r in records if isinstance(r, dict)}
+            if sources == {"aws:sqs"}:
+                return SqsBatch(tuple(_sqs_message(r, i) for i, r in enumerate(records)))
+            if sources and sources <= {"aws:s3", "aws:sns"}:
+                return _notification_records(records)
+        if event.get("source") == "aws.s3" and "detail-type" in event:
+            return _eventbridge(event)
+        if _is_s3_test_event(event):
+            return Notifications(refs=(), ignored=("s3:TestEvent",))
+    raise EventError(f"unrecognised event: gcs-sync accepts {ACCEPTED_SHAPES}. {_describe(event)}")
+
+
+def decode_key(raw: Any) -> str:
+    """An event's URL-encoded key ('+' is a space, '%2B' a plus) -> the real key."""
+    if not isinstance(raw, str) or not raw:
+        raise ValueError("object key missing or not a string")
+    return unquote_plus(raw)
+
+
+def _notification_records(records: list) -> Notifications:
+    refs: list[ObjectRef] = []
+    ignored: list[str] = []
+    problems: list[str] = []
+    for index, record in enumerate(records):
+        _one_record(record, f"Records[{index}]", refs, ignored, problems)
+    return Notifications(tuple(refs), tuple(ignored), tuple(problems))
+
+
+def _one_record(record: Any, where: str, refs: list, ignored: list, problems: list) -> None:
+    if not isinstance(record, dict):
+        problems.append(f"{where}: not an object")
+        return
+    source = record.get("eventSource") or record.get("EventSource")
+    if source == "aws:sns":
+        sns = record.get("Sns")
+        message = sns.get("Message") if isinstance(sns, dict) else None
+        _embedded_notification(message, f"{where}.Sns.Message", refs, ignored, problems)
+        return
+    if source != "aws:s3":
+        problems.append(f"{where}: eventSource {source!r} is not aws:s3")
+        return
+    name = record.get("eventName")
+    if not isinstance(name, str):
+        problems.append(f"{where}: eventName missing")
+        return
+    if name.startswith("s3:"):  # tolerate the prefix some emulators add
+        name = name[3:]
+    created = name.startswith("ObjectCreated:")
+    if not created and not name.startswith("ObjectRemoved:"):
+        ignored.append(f"{where}: {name} events change no object bytes")
+        return
+    try:
+        s3 = record["s3"]
+        obj = s3["object"]
+        bucket = s3["bucket"]["name"]
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError("bucket name missing")
+        refs.append(
+            ObjectRef(
+                bucket=bucket,
+                key=decode_key(obj.get("key")),
+                version_id=_opt_str(obj.get("versionId")),
+                etag=_etag(obj.get("eTag")),
+                size=_opt_int(obj.get("size")),
+                sequencer=_opt_str(obj.get("sequencer")),
+                event_time=_opt_str(record.get("eventTime")),
+                removed=not created,
+            )
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problems.append(f"{where}: malformed {name} record ({_reason(exc)})")
+
+
+def _embedded_notification(message: Any, where: str, refs: list, ignored: list, problems: list) -> None:
+    """A JSON string holding an S3 notification (the body of an SNS or SQS message)."""
+    try:
+        payload = json.loads(message) if isinstance(message, str) else None
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("Type") == "Notification" and "Message" in payload:
+        _embedded_notification(payload.get("Message"), f"{where}.Message", refs, ignored, problems)
+        return
+    if isinstance(payload, dict) and _is_s3_test_event(payload):
+        ignored.append(f"{where}: s3:TestEvent")
+        return
+    if isinstance(payload, dict) and payload.get("source") == "aws.s3" and "detail-type" in payload:
+        parsed = _eventbridge(payload)
+        refs.extend(parsed.refs)
+        ignored.extend(parsed.ignored)
+        problems.extend(parsed.problems)
+        return
+    records = payload.get("Records") if isinstance(payload, dict) else None
+    if not isinstance(records, list) or not records:
+        problems.append(f"{where}: holds no S3 event notification")
+        return
+    for index, record in enumerate(records):
+        _one_record(record, f"{where}.Records[{index}]", refs, ignored, problems)
+
+
+def _sqs_message(record: Any, index: int) -> SqsMessage:
+    message_id = record.get("messageId") if isinstance(record, dict) else None
+    if not isinstance(message_id, str) or not message_id:
+        message_id = f"Records[{index}]"
+    refs: list[ObjectRef] = []
+    ignored: list[str] = []
+    problems: list[str] = []
+    body = record.get("body") if isinstance(record, dict) else None
+    _embedded_notification(body, f"SQS message {message_id}", refs, ignored, problems)
+    return SqsMessage(message_id, tuple(refs), tuple(ignored), tuple(problems))
+
+
+def _eventbridge(event: dict) -> Notifications:
+    kind = event.get("detail-type")
+    if kind not in ("Object Created", "Object Deleted"):
+        return Notifications(refs=(), ignored=(f"EventBridge {kind!r} events change no object bytes",))
+    try:
+        detail = event["detail"]
+        obj = detail["object"]
+        bucket = detail["bucket"]["name"]
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError("bucket name missing")
+        ref = ObjectRef(
+            bucket=bucket,
+            key=decode_key(obj.get("key")),
+            version_id=_opt_str(obj.get("version-id")),
+            etag=_etag(obj.get("etag")),
+            size=_opt_int(obj.get("size")),
+            sequencer=_opt_str(obj.get("sequencer")),
+            event_time=_opt_str(event.get("time")),
+            removed=kind == "Object Deleted",
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return Notifications(refs=(), problems=(f"EventBridge {kind} event: malformed ({_reason(exc)})",))
+    return Notifications(refs=(ref,))
+
+
+def _is_s3_test_event(payload: dict) -> bool:
+    return payload.get("Event") == "s3:TestEvent"
+
+
+def _etag(value: Any) -> str | None:
+    text = _opt_str(value)
+    return text.strip('"') if text else None
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"size is not a number: {value!r}"[:120])
+    number = int(value)
+    if number < 0:
+        raise ValueError("size is negative")
+    return number
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}"
+    return str(exc)[:200] or type(exc).__name__
+
+
+def _describe(event: Any) -> str:
+    if isinstance(event, dict):
+        keys = ", ".join(sorted(str(k) for k in event)[:10])
+        return f"Received an object with keys: {keys or '(none)'}."
+    return f"Received a {type(event).__name__}."

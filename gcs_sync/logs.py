@@ -1,0 +1,70 @@
+"""JSON log lines, one per record, scrubbed of anything that looks like a credential.
+
+Library modules only call ``logging.getLogger(__name__)``; ``configure`` is called by the
+entry points (the Lambda handler and the command line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from datetime import datetime, timezone
+
+_request = threading.local()
+_PATTERNS = (
+    re.compile(r"ya29\.[\w.\-]+"),  # Google access tokens
+    re.compile(r"(?i)(bearer\s+)[\w.\-~+/=]+"),
+    re.compile(r"(?i)((?:x-amz-)?signature[\"'=:\s]+)[0-9a-f]{16,}"),
+    re.compile(r"(?i)((?:access_token|subject_token|id_token|refresh_token|private_key|x-amz-security-token)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+)
+_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def redact(text: str) -> str:
+    """Remove tokens, signatures, keys and the process's own AWS secrets from ``text``."""
+    for name in _SECRET_VARIABLES:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "[redacted]")
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
+    return text
+
+
+def set_request_id(request_id: str | None) -> None:
+    _request.id = request_id
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(_request, "id", None)
+        if request_id:
+            entry["requestId"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def configure(level: str = "INFO") -> None:
+    """Send JSON lines to stderr (or Lambda's own handler), replacing any existing formatter."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
+    root.setLevel(logging.WARNING)  # keep the SDKs quiet
+    logging.getLogger("gcs_sync").setLevel(level)

@@ -1,0 +1,156 @@
+"""The S3 -> Cloud Storage field table, provenance metadata and checksums. Pure."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
+
+import google_crc32c
+
+# Custom metadata that records where a copy came from (read back by the ordering rule).
+PROVENANCE_PREFIX = "gcs-sync-"
+SOURCE_BUCKET = "gcs-sync-source-bucket"
+SOURCE_KEY = "gcs-sync-source-key"
+SOURCE_VERSION = "gcs-sync-source-version"
+SOURCE_ETAG = "gcs-sync-source-etag"
+SOURCE_LAST_MODIFIED = "gcs-sync-source-last-modified"
+SOURCE_SIZE = "gcs-sync-source-size"
+SOURCE_SEQUENCER = "gcs-sync-source-sequencer"
+
+# S3 response field -> Cloud Storage object attribute (python-storage Blob property).
+HEADER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ContentType", "content_type"),
+    ("ContentEncoding", "content_encoding"),
+    ("ContentDisposition", "content_disposition"),
+    ("ContentLanguage", "content_language"),
+    ("CacheControl", "cache_control"),
+)
+# S3 fields Cloud Storage has no place for: their presence is logged, never silently dropped.
+UNMAPPED_FIELDS = ("Expires", "WebsiteRedirectLocation", "ObjectLockMode", "ObjectLockLegalHoldStatus")
+
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_ACME = ".well-known/acme-challenge/"
+MAX_NAME_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Which state of a source object a copy holds, as recorded in its provenance metadata."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    last_modified: datetime | None
+    size: int | None = None
+    sequencer: str | None = None
+
+    def to_metadata(self) -> dict[str, str]:
+        meta = {
+            SOURCE_BUCKET: self.bucket,
+            SOURCE_KEY: self.key,
+            SOURCE_ETAG: self.etag,
+        }
+        if self.version_id:
+            meta[SOURCE_VERSION] = self.version_id
+        if self.last_modified is not None:
+            meta[SOURCE_LAST_MODIFIED] = format_time(self.last_modified)
+        if self.size is not None:
+            meta[SOURCE_SIZE] = str(self.size)
+        if self.sequencer:
+            meta[SOURCE_SEQUENCER] = self.sequencer
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str] | None) -> "SourceState | None":
+        """The recorded source state, or None when the object was not written by gcs-sync."""
+        if not meta or SOURCE_BUCKET not in meta or SOURCE_KEY not in meta or SOURCE_ETAG not in meta:
+            return None
+        size = meta.get(SOURCE_SIZE)
+        return cls(
+            bucket=meta[SOURCE_BUCKET],
+            key=meta[SOURCE_KEY],
+            version_id=meta.get(SOURCE_VERSION) or None,
+            etag=meta[SOURCE_ETAG],
+            last_modified=parse_time(meta.get(SOURCE_LAST_MODIFIED)),
+            size=int(size) if size and size.isdigit() else None,
+            sequencer=meta.get(SOURCE_SEQUENCER) or None,
+        )
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def user_metadata(s3_metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """S3 user metadata (x-amz-meta-*) for the copy, minus anything posing as our provenance."""
+    return {k: v for k, v in (s3_metadata or {}).items() if not k.lower().startswith(PROVENANCE_PREFIX)}
+
+
+def plain_md5(etag: str | None, *, encrypted_with_kms_or_customer_key: bool) -> str | None:
+    """The object's MD5 (hex) when its ETag is one, else None.
+
+    Multipart ETags ("...-N") and the ETags of SSE-KMS / SSE-C objects are not MD5s of the bytes.
+    """
+    if not etag or encrypted_with_kms_or_customer_key:
+        return None
+    etag = etag.strip('"').lower()
+    return etag if _PLAIN_MD5.match(etag) else None
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why Cloud Storage cannot hold an object named ``name``, or None when it can."""
+    if not name:
+        return "the object name is empty"
+    if "\r" in name or "\n" in name:
+        return "Cloud Storage object names cannot contain carriage returns or line feeds"
+    if name in (".", ".."):
+        return f"Cloud Storage objects cannot be named {name!r}"
+    if name.startswith(_ACME):
+        return f"Cloud Storage object names cannot start with {_ACME!r}"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the object name is not valid UTF-8"
+    if size > MAX_NAME_BYTES:
+        return f"the object name is {size} bytes of UTF-8; Cloud Storage allows at most {MAX_NAME_BYTES}"
+    return None
+
+
+class Digests:
+    """CRC32C and MD5 of a byte stream, fed as it is read."""
+
+    def __init__(self) -> None:
+        self._crc = google_crc32c.Checksum()
+        self._md5 = hashlib.md5()  # integrity check against S3's ETag, not a security use
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._crc.update(chunk)
+        self._md5.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def crc32c_b64(self) -> str:
+        return base64.b64encode(self._crc.digest()).decode("ascii")
+
+    @property
+    def md5_hex(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def md5_b64(self) -> str:
+        return base64.b64encode(self._md5.digest()).decode("ascii")

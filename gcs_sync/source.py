@@ -1,0 +1,174 @@
+"""S3 reads pinned to a version or ETag; botocore errors become ours here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import SourceChanged, SourceError, SourceGone
+from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState, plain_md5
+
+READ_CHUNK = 1024 * 1024
+_GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_CHANGED = {"PreconditionFailed", "412"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_RETRYABLE = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "RequestLimitExceeded",
+}
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """The state of one S3 object as a HEAD saw it: what every later read is pinned to."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    last_modified: datetime | None
+    headers: dict[str, str] = field(default_factory=dict)  # Blob attribute -> value
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    unmapped: tuple[str, ...] = ()
+    md5_hex: str | None = None  # the bytes' MD5 when the ETag is one
+
+    @property
+    def url(self) -> str:
+        version = f" (version {self.version_id})" if self.version_id else ""
+        return f"s3://{self.bucket}/{self.key}{version}"
+
+    def state(self, sequencer: str | None = None) -> SourceState:
+        return SourceState(
+            bucket=self.bucket,
+            key=self.key,
+            version_id=self.version_id,
+            etag=self.etag,
+            last_modified=self.last_modified,
+            size=self.size,
+            sequencer=sequencer,
+        )
+
+
+class Source(Protocol):
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject: ...
+
+    def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests: ...
+
+
+class S3Source:
+    def __init__(self, client: Any):
+        self._s3 = client
+
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
+        params = {"Bucket": bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        where = _where(bucket, key, version_id)
+        try:
+            response = self._s3.head_object(**params)
+        except ClientError as exc:
+            if _code(exc) in _GONE:
+                self._raise_if_bucket_missing(bucket, where)
+            raise _translate(exc, where, "HEAD") from exc
+        except BotoCoreError as exc:
+            raise SourceError(f"{where}: could not reach S3 ({exc})", retryable=True) from exc
+        return _source_object(bucket, key, response)
+
+    def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests:
+        """Stream the pinned state into ``sink``; return its digests after checking size and MD5."""
+        params = {"Bucket": obj.bucket, "Key": obj.key, "IfMatch": f'"{obj.etag}"'}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        digests = Digests()
+        try:
+            body = self._s3.get_object(**params)["Body"]
+            try:
+                for chunk in body.iter_chunks(READ_CHUNK):
+                    digests.update(chunk)
+                    sink.write(chunk)
+            finally:
+                body.close()
+        except ClientError as exc:
+            raise _translate(exc, obj.url, "GET") from exc
+        except BotoCoreError as exc:
+            raise SourceError(f"{obj.url}: reading from S3 failed ({exc})", retryable=True) from exc
+        if digests.size != obj.size:
+            raise SourceError(
+                f"{obj.url}: read {digests.size} bytes, expected {obj.size}; will retry", retryable=True
+            )
+        if obj.md5_hex and digests.md5_hex != obj.md5_hex:
+            raise SourceError(
+                f"{obj.url}: the bytes read do not match the object's MD5 ETag; will retry", retryable=True
+            )
+        return digests
+
+    def _raise_if_bucket_missing(self, bucket: str, where: str) -> None:
+        """A HEAD 404 does not say whether the key or the bucket is missing: ask once."""
+        try:
+            self._s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if _code(exc) in {"404", "NoSuchBucket", "NotFound"}:
+                raise SourceError(
+                    f"{where}: source bucket {bucket!r} does not exist (check the event source "
+                    "or SOURCE_BUCKETS)",
+                    retryable=False,
+                ) from exc
+        except BotoCoreError:
+            pass
+
+
+def _source_object(bucket: str, key: str, response: dict) -> SourceObject:
+    etag = str(response.get("ETag", "")).strip('"')
+    headers = {attr: response[field] for field, attr in HEADER_FIELDS if response.get(field)}
+    encrypted = response.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") or bool(
+        response.get("SSECustomerAlgorithm")
+    )
+    return SourceObject(
+        bucket=bucket,
+        key=key,
+        version_id=response.get("VersionId") if response.get("VersionId") not in (None, "null") else None,
+        etag=etag,
+        size=int(response.get("ContentLength", 0)),
+        last_modified=response.get("LastModified"),
+        headers=headers,
+        user_metadata=dict(response.get("Metadata") or {}),
+        unmapped=tuple(f for f in UNMAPPED_FIELDS if response.get(f)),
+        md5_hex=plain_md5(etag, encrypted_with_kms_or_customer_key=encrypted),
+    )
+
+
+def _where(bucket: str, key: str, version_id: str | None) -> str:
+    return f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _translate(exc: ClientError, where: str, operation: str) -> Exception:
+    code = _code(exc)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _GONE:
+        return SourceGone(f"{where}: deleted before it could be read")
+    if code in _CHANGED:
+        return SourceChanged(f"{where}: changed since it was looked up; reading the latest state")
+    if code in _DENIED:
+        return SourceError(
+            f"{where}: S3 denied {operation} ({code}). The function's role needs s3:GetObject "
+            "(and s3:GetObjectVersion for versioned buckets) on this bucket, and s3:ListBucket so "
+            "that a deleted object is told apart from a forbidden one.",
+            retryable=False,
+        )
+    if code == "NoSuchBucket":
+        return SourceError(f"{where}: source bucket does not exist", retryable=False)
+    if code == "InvalidObjectState":
+        return SourceError(
+            f"{where}: the object is archived (Glacier / Deep Archive); restore it, then copy again",
+            retryable=False,
+        )
+    retryable = code in _RETRYABLE or (isinstance(status, int) and status >= 500)
+    return SourceError(f"{where}: S3 {operation} failed ({code or status})", retryable=retryable)

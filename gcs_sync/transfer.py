@@ -1,0 +1,362 @@
+"""One object -> every destination: look, stage once, fan out, verify, report.
+
+The copy of one object never stops at the first failing destination: every destination gets
+its own outcome. Objects of one invocation run concurrently and are reported in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from .config import Destination, Settings
+from .destination import HeldObject, Writer
+from .errors import GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
+from .events import ObjectRef
+from .metadata import Digests, SourceState, object_name_problem
+from .ordering import Decision, decide, same_state
+from .source import Source, SourceObject
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = "gcs-sync-"
+SOURCE_ATTEMPTS = 3  # re-reads when the source changes under us
+WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
+
+COPIED = "copied"
+CURRENT = "already_current"
+SUPERSEDED = "superseded"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+
+@dataclass
+class DestinationResult:
+    destination: str
+    object: str
+    outcome: str
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    retryable: bool = False
+
+    def as_dict(self) -> dict:
+        data = {"destination": self.destination, "object": self.object, "outcome": self.outcome}
+        if self.bytes:
+            data["bytes"] = self.bytes
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+@dataclass
+class ObjectReport:
+    source: str
+    results: list[DestinationResult] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was attempted (e.g. the source is gone)
+
+    @property
+    def outcome(self) -> str:
+        outcomes = {r.outcome for r in self.results}
+        if FAILED in outcomes:
+            return FAILED
+        if self.skipped is not None:
+            return SKIPPED
+        for outcome in (COPIED, SUPERSEDED, CURRENT):
+            if outcome in outcomes:
+                return outcome
+        return SKIPPED
+
+    @property
+    def failures(self) -> list[DestinationResult]:
+        return [r for r in self.results if r.outcome == FAILED]
+
+    @property
+    def retryable(self) -> bool:
+        return all(r.retryable for r in self.failures)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.results if r.outcome == COPIED)
+
+    def as_dict(self) -> dict:
+        data = {"source": self.source, "outcome": self.outcome}
+        if self.skipped:
+            data["reason"] = self.skipped
+        if self.results:
+            data["destinations"] = [r.as_dict() for r in self.results]
+        return data
+
+
+class Staging:
+    """A private directory under the temp dir for one invocation, removed afterwards.
+
+    Staged file names are random, never derived from keys. Space is reserved before each
+    download so concurrent objects cannot overfill the disk together.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        self.dir = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root)  # mode 0700
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def sweep(root: str) -> None:
+        """Remove directories left by earlier invocations of this container that were cut off."""
+        try:
+            entries = os.listdir(root)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.startswith(STAGING_PREFIX):
+                shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+
+    @contextmanager
+    def file(self, size: int, what: str) -> Iterator[str]:
+        with self._lock:
+            free = shutil.disk_usage(self.dir).free - self._reserved
+            if size > free:
+                raise StagingError(
+                    f"{what}: {size} bytes do not fit in the {free} bytes free under {self.root}; "
+                    "raise the function's ephemeral storage (up to 10,240 MB)"
+                )
+            self._reserved += size
+        fd, path = tempfile.mkstemp(dir=self.dir, prefix="obj-")
+        os.close(fd)
+        try:
+            yield path
+        finally:
+            with self._lock:
+                self._reserved -= size
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Restart(Exception):
+    """The source moved on while deciding: read its latest state and start this object again."""
+
+
+class Copier:
+    def __init__(self, settings: Settings, source: Source, writer: Writer):
+        self.settings = settings
+        self.source = source
+        self.writer = writer
+        workers = settings.object_concurrency
+        self._objects = ThreadPoolExecutor(workers, thread_name_prefix="gcs-sync-object")
+        self._destinations = ThreadPoolExecutor(
+            max(1, workers * len(settings.destinations)), thread_name_prefix="gcs-sync-destination"
+        )
+
+    def copy_all(self, refs: Sequence[ObjectRef], staging: Staging) -> list[ObjectReport]:
+        """Copy every ref; one report per ref, in input order."""
+        if len(refs) == 1:
+            return [self.copy(refs[0], staging)]
+        return list(self._objects.map(lambda ref: self.copy(ref, staging), refs))
+
+    def copy(self, ref: ObjectRef, staging: Staging) -> ObjectReport:
+        report = ObjectReport(source=ref.url)
+        targets: list[tuple[Destination, str]] = []
+        for destination in self.settings.destinations:
+            name = destination.object_name(ref.key)
+            problem = object_name_problem(name)
+            if problem:
+                report.results.append(self._result(
+                    destination, name, FAILED, error=(
+                        f"{ref.url} cannot be copied to {destination.url}: {problem}. Rename the "
+                        "source object (or change the destination prefix); other objects are unaffected."
+                    ),
+                ))
+            else:
+                targets.append((destination, name))
+        if targets:
+            try:
+                report.results.extend(self._copy_to(ref, targets, staging))
+            except SourceGone as exc:
+                report.skipped = f"source gone: {exc}"
+        for result in report.results:
+            _log_result(report.source, result)
+        if report.skipped:
+            log.info("object skipped", extra={"fields": {"source": report.source, "outcome": SKIPPED, "reason": report.skipped}})
+        return report
+
+    def _copy_to(self, ref: ObjectRef, targets: list, staging: Staging) -> list[DestinationResult]:
+        done: dict[int, DestinationResult] = {}
+        pending = list(range(len(targets)))
+        for attempt in range(SOURCE_ATTEMPTS):
+            started = time.monotonic()
+            try:
+                obj = self.source.head(ref.bucket, ref.key, ref.version_id)
+            except SourceGone:
+                raise
+            except GcsSyncError as exc:
+                return [self._result(d, n, FAILED, error=str(exc), retryable=exc.retryable) for d, n in targets]
+            for field_name in obj.unmapped:
+                log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
+            state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
+
+            plans = dict(zip(pending, self._fan_out(
+                lambda i: self._plan(targets[i], state), pending)))
+            to_write = []
+            for i, plan in plans.items():
+                if isinstance(plan, DestinationResult):
+                    done[i] = plan
+                elif plan is _RESTART:
+                    continue
+                else:
+                    to_write.append((i, plan))
+            restart = [i for i, plan in plans.items() if plan is _RESTART]
+            if to_write:
+                try:
+                    written = self._stage_and_write(obj, state, targets, to_write, staging, started)
+                except SourceChanged:
+                    pending = restart + [i for i, _ in to_write]
+                    continue
+                except GcsSyncError as exc:
+                    if isinstance(exc, SourceGone):
+                        raise
+                    for i, _ in to_write:
+                        d, n = targets[i]
+                        done[i] = self._result(d, n, FAILED, error=str(exc), retryable=exc.retryable)
+                    written = {}
+                for i, result in written.items():
+                    if result is _RESTART:
+                        restart.append(i)
+                    else:
+                        done[i] = result
+            if not restart:
+                break
+            pending = restart
+        else:
+            for i in pending:
+                d, n = targets[i]
+                done[i] = self._result(d, n, FAILED, retryable=True, error=(
+                    f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
+                    "the next event or retry copies its latest state"))
+        return [done[i] for i in range(len(targets)) if i in done]
+
+    def _plan(self, target: tuple[Destination, str], state: SourceState):
+        """Look at what a destination holds: a final result, _RESTART, or the held object to replace."""
+        destination, name = target
+        started = time.monotonic()
+        try:
+            held = self.writer.held(destination, name)
+            decision = self._decide(state, held)
+        except _Restart:
+            return _RESTART
+        except GcsSyncError as exc:
+            return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
+        if decision is Decision.WRITE:
+            return _Write(held)
+        return self._result(destination, name, decision.value, started=started)
+
+    def _decide(self, state: SourceState, held: HeldObject | None) -> Decision:
+        decision = decide(state, held.source if held else None)
+        if decision is not Decision.UNDECIDED:
+            return decision
+        # Same second, no comparable sequencer: S3 knows which state is current.
+        current = self.source.head(state.bucket, state.key).state()
+        if same_state(current, state):
+            return Decision.WRITE
+        if held and held.source and same_state(current, held.source):
+            return Decision.SUPERSEDED
+        if state.version_id:
+            return Decision.SUPERSEDED  # the event named an older version; a newer one is current
+        raise _Restart()
+
+    def _stage_and_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
+                         staging: Staging, started: float) -> dict:
+        with staging.file(obj.size, obj.url) as path:
+            with open(path, "wb") as sink:
+                digests = self.source.read_into(obj, sink)
+            results = self._fan_out(
+                lambda item: self._write(targets[item[0]], item[1].held, path, obj, state, digests, started),
+                to_write,
+            )
+        return {i: result for (i, _), result in zip(to_write, results)}
+
+    def _write(self, target, held: HeldObject | None, path: str, obj: SourceObject,
+               state: SourceState, digests: Digests, started: float):
+        destination, name = target
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                self.writer.upload(destination, name, path, obj, state, digests,
+                                   if_generation_match=held.generation if held else 0)
+                return self._result(destination, name, COPIED, nbytes=digests.size, started=started)
+            except PreconditionFailed:
+                try:
+                    held = self.writer.held(destination, name)
+                    decision = self._decide(state, held)
+                except _Restart:
+                    return _RESTART
+                except GcsSyncError as exc:
+                    return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
+                if decision is not Decision.WRITE:
+                    return self._result(destination, name, decision.value, started=started)
+            except GcsSyncError as exc:
+                return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
+        return self._result(destination, name, FAILED, retryable=True, started=started, error=(
+            f"gs://{destination.bucket}/{name}: other writers kept replacing the object "
+            f"({WRITE_ATTEMPTS} attempts); the next event or retry settles it"))
+
+    def _fan_out(self, fn, items: list) -> list:
+        if len(items) == 1:
+            return [fn(items[0])]
+        return list(self._destinations.map(fn, items))
+
+    @staticmethod
+    def _result(destination: Destination, name: str, outcome: str, *, error: str | None = None,
+                retryable: bool = False, nbytes: int = 0, started: float | None = None) -> DestinationResult:
+        return DestinationResult(
+            destination=destination.url,
+            object=f"gs://{destination.bucket}/{name}",
+            outcome=outcome,
+            bytes=nbytes,
+            seconds=round(time.monotonic() - started, 3) if started is not None else 0.0,
+            error=error,
+            retryable=retryable,
+        )
+
+    def close(self) -> None:
+        self._objects.shutdown(wait=False)
+        self._destinations.shutdown(wait=False)
+
+
+@dataclass(frozen=True)
+class _Write:
+    held: HeldObject | None
+
+
+_RESTART = object()
+
+
+def _event_matches(ref: ObjectRef, obj: SourceObject) -> bool:
+    """Whether the state read is the one the event announced (so its sequencer applies)."""
+    if ref.version_id:
+        return ref.version_id == obj.version_id
+    return ref.etag is not None and ref.etag == obj.etag
+
+
+def _log_result(source: str, result: DestinationResult) -> None:
+    level = logging.ERROR if result.outcome == FAILED else logging.INFO
+    fields = {"source": source, **result.as_dict(), "seconds": result.seconds}
+    log.log(level, "object %s", result.outcome, extra={"fields": fields})

