@@ -137,12 +137,12 @@ class GoogleAuth:
                 return
             try:
                 self.credentials.refresh(self._request)
-            except auth_exc.RefreshError as exc:
-                raise CredentialsError(describe_refresh_error(exc), retryable=False) from exc
             except auth_exc.TransportError as exc:
                 raise CredentialsError(
                     f"could not reach the Google token endpoint: {exc}", retryable=True
                 ) from exc
+            except auth_exc.GoogleAuthError as exc:  # RefreshError, OAuthError, ...
+                raise CredentialsError(describe_refresh_error(exc), retryable=False) from exc
 
 
 def describe_refresh_error(exc: Exception) -> str:

@@ -160,8 +160,10 @@ def bucket_name_problem(name: str) -> str | None:
             f"bucket name {name!r} may hold only lowercase letters, digits, '-', '_' and '.', "
             "and must start and end with a letter or digit"
         )
-    if name.startswith("goog"):
-        return f"bucket name {name!r} may not start with 'goog'"
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        return f"bucket name {name!r} may not start with 'goog' or contain 'google'"
+    if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name):
+        return f"bucket name {name!r} may not be an IP address"
     return None
 
 
@@ -192,6 +194,8 @@ def _destinations(env: Mapping[str, str], problems: list[str], warnings: list[st
         )
         return []
 
+    if not items:
+        problems.append("GCS_DESTINATIONS: holds only separators; list at least one gs://BUCKET")
     seen: dict[Destination, str] = {}
     result: list[Destination] = []
     for variable, text in items:

@@ -146,7 +146,7 @@ def translate(exc: Exception, destination: Destination, name: str, action: str) 
         return DestinationError(f"{where}: Cloud Storage refused the {action}: {exc.message}", retryable=False)
     if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):
         return DestinationError(f"{where}: Cloud Storage is throttling or failing ({exc}); will retry", retryable=True)
-    if isinstance(exc, auth_exc.RefreshError):
+    if isinstance(exc, auth_exc.GoogleAuthError) and not isinstance(exc, auth_exc.TransportError):
         return CredentialsError(f"{where}: could not get a Google access token: {exc}", retryable=True)
     if isinstance(exc, (auth_exc.TransportError, requests.RequestException, ConnectionError, TimeoutError)):
         return DestinationError(f"{where}: network error talking to Cloud Storage ({type(exc).__name__}); will retry", retryable=True)

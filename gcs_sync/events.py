@@ -73,7 +73,7 @@ def parse(event: Any) -> Invocation:
     if isinstance(event, dict):
         records = event.get("Records")
         if isinstance(records, list) and records:
-            sources = {r.get("eventSource") or r.get("EventSource") for r in records if isinstance(r, dict)}
+            sources = {_source_of(r) for r in records if isinstance(r, dict)}
             if sources == {"aws:sqs"}:
                 return SqsBatch(tuple(_sqs_message(r, i) for i, r in enumerate(records)))
             if sources and sources <= {"aws:s3", "aws:sns"}:
@@ -207,6 +207,11 @@ def _eventbridge(event: dict) -> Notifications:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return Notifications(refs=(), problems=(f"EventBridge {kind} event: malformed ({_reason(exc)})",))
     return Notifications(refs=(ref,))
+
+
+def _source_of(record: dict) -> str | None:
+    source = record.get("eventSource") or record.get("EventSource")
+    return source if isinstance(source, str) else None
 
 
 def _is_s3_test_event(payload: dict) -> bool:

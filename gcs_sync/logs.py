@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 
 _request = threading.local()
 _PATTERNS = (
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"ya29\.[\w.\-]+"),  # Google access tokens
     re.compile(r"(?i)(bearer\s+)[\w.\-~+/=]+"),
     re.compile(r"(?i)((?:x-amz-)?signature[\"'=:\s]+)[0-9a-f]{16,}"),
     re.compile(r"(?i)((?:access_token|subject_token|id_token|refresh_token|private_key|x-amz-security-token)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 )
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -46,17 +46,29 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         request_id = getattr(_request, "id", None)
         if request_id:
             entry["requestId"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update(fields)
+            entry.update(_redacted(fields))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        # Redacted before and after encoding: patterns see unescaped text first, and any secret
+        # value the encoding could not hide is caught in the final line.
         return redact(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def _redacted(value):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def configure(level: str = "INFO") -> None:

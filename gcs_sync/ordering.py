@@ -10,8 +10,11 @@ S3 which state is current.
 from __future__ import annotations
 
 import enum
+import re
 
 from .metadata import SourceState
+
+_HEX = re.compile(r"^[0-9A-Fa-f]+$")
 
 
 class Decision(enum.Enum):
@@ -52,10 +55,7 @@ def compare(a: SourceState, b: SourceState) -> int:
 
 def compare_sequencers(a: str | None, b: str | None) -> int:
     """S3 sequencers order events for one key; only equal-length values compare safely."""
-    if not a or not b or len(a) != len(b):
+    if not a or not b or len(a) != len(b) or not (_HEX.match(a) and _HEX.match(b)):
         return 0
-    try:
-        x, y = int(a, 16), int(b, 16)
-    except ValueError:
-        return 0
+    x, y = int(a, 16), int(b, 16)
     return (x > y) - (x < y)

@@ -1,0 +1,163 @@
+"""End-to-end fixtures: the real handler, real boto3 and google-cloud-storage, real HTTP.
+
+S3 is moto's server, Cloud Storage is fake-gcs-server behind an authenticating front, and the
+Google STS / IAM endpoints are our own, verifying the SigV4-signed subject token. Nothing in
+the function under test is patched: it is configured only through its environment, as in
+Lambda.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+
+from tests.rig import DEFAULT_AUDIENCE, DEFAULT_SERVICE_ACCOUNT, FakeGcsServer, GcsFront, GoogleTokenServer, LocalS3
+from tests.rig.s3 import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import lambda_function  # noqa: E402
+
+
+@dataclass
+class Rig:
+    s3: LocalS3
+    gcs: FakeGcsServer
+    front: GcsFront
+    tokens: GoogleTokenServer
+    s3_client: Any
+
+
+@pytest.fixture(scope="session")
+def rig(tmp_path_factory) -> Rig:
+    tokens = GoogleTokenServer(
+        aws_keys={AWS_ACCESS_KEY_ID: AWS_SECRET_ACCESS_KEY},
+        audience=DEFAULT_AUDIENCE,
+        service_account=DEFAULT_SERVICE_ACCOUNT,
+    ).start()
+    gcs = FakeGcsServer(tmp_path_factory.mktemp("fake-gcs")).start()
+    front = GcsFront(gcs.url, tokens).start()
+    s3 = LocalS3().start()
+    yield Rig(s3=s3, gcs=gcs, front=front, tokens=tokens, s3_client=s3.client())
+    s3.stop()
+    front.stop()
+    gcs.stop()
+    tokens.stop()
+
+
+@dataclass
+class Invoker:
+    """One test's world: its own buckets, the function's environment, and ways to look."""
+
+    rig: Rig
+    monkeypatch: Any
+    tmp_path: Path
+    source: str = ""
+    destinations: list[str] = field(default_factory=list)
+    staging: Path | None = None
+
+    def bucket(self, prefix: str = "dst") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self.rig.gcs.create_bucket(name)
+        return name
+
+    def configure(self, destinations: str, **extra: str) -> None:
+        self.monkeypatch.setenv("GCS_DESTINATIONS", destinations)
+        for name, value in extra.items():
+            self.monkeypatch.setenv(name, value)
+        lambda_function._runtime = None
+
+    def put(self, key: str, body: bytes = b"", **params: Any) -> dict:
+        """Upload to the source bucket and return the S3 notification record S3 would send."""
+        response = self.rig.s3_client.put_object(Bucket=self.source, Key=key, Body=body, **params)
+        return self.record(key, size=len(body), etag=response["ETag"].strip('"'),
+                           version_id=response.get("VersionId"))
+
+    def record(self, key: str, *, size: int = 0, etag: str | None = None, version_id: str | None = None,
+               event: str = "ObjectCreated:Put", sequencer: str | None = None, bucket: str | None = None) -> dict:
+        obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size}
+        if etag:
+            obj["eTag"] = etag
+        if version_id:
+            obj["versionId"] = version_id
+        if sequencer:
+            obj["sequencer"] = sequencer
+        return {
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2026-11-21T12:00:00.000Z", "eventName": event,
+            "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket or self.source,
+                                                         "arn": f"arn:aws:s3:::{bucket or self.source}"},
+                   "object": obj},
+        }
+
+    def invoke(self, event: Any) -> Any:
+        return lambda_function.lambda_handler(json.loads(json.dumps(event)), FakeContext())
+
+    def notify(self, *records: dict) -> Any:
+        return self.invoke({"Records": list(records)})
+
+    def gcs_object(self, bucket: str, name: str) -> dict | None:
+        return self.rig.gcs.object_metadata(bucket, name)
+
+    def gcs_bytes(self, bucket: str, name: str) -> bytes:
+        return self.rig.gcs.read_object(bucket, name)
+
+    def staging_leftovers(self) -> list[str]:
+        return sorted(p.name for p in self.staging.iterdir()) if self.staging else []
+
+
+class FakeContext:
+    aws_request_id = "req-" + uuid.uuid4().hex[:8]
+    function_name = "gcs-sync-test"
+    memory_limit_in_mb = 1024
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+@pytest.fixture
+def world(rig: Rig, monkeypatch, tmp_path) -> Invoker:
+    """A fresh source bucket and the function's environment, as Lambda would set it."""
+    for name in list(os.environ):
+        if name.startswith(("GCS_", "GOOGLE_", "SOURCE_BUCKETS", "S3_BUCKET_NAME", "MIRROR_DELETES")):
+            monkeypatch.delenv(name)
+    for name, value in rig.s3.aws_env().items():
+        monkeypatch.setenv(name, value)
+    code_dir = tmp_path / "task"
+    code_dir.mkdir()
+    (code_dir / "gcp-credentials.json").write_text(json.dumps(rig.tokens.credential_config()))
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", str(code_dir))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "gcp-credentials.json")
+    monkeypatch.setenv("GCS_API_ENDPOINT", rig.front.url)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "gcs-sync-test")
+    monkeypatch.setenv("STAGING_DIR", str(staging))
+    rig.front.reset()
+    rig.tokens.reset()
+    invoker = Invoker(rig=rig, monkeypatch=monkeypatch, tmp_path=tmp_path, staging=staging)
+    invoker.source = f"src-{uuid.uuid4().hex[:12]}"
+    rig.s3_client.create_bucket(Bucket=invoker.source)
+    lambda_function._runtime = None
+    yield invoker
+    if lambda_function._runtime is not None:
+        lambda_function._runtime.copier.close()
+    lambda_function._runtime = None
+    assert not rig.front.unauthorized, f"requests without a token we issued: {rig.front.unauthorized}"
+
+
+def md5_b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
