@@ -65,7 +65,39 @@ class SqsBatch:
     messages: tuple[SqsMessage, ...]
 
 
-Invocation = Union[Notifications, SqsBatch]
+@dataclass(frozen=True)
+class BatchTask:
+    task_id: str
+    ref: ObjectRef | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchOperations:
+    """An S3 Batch Operations invocation (schema 1.0 or 2.0): one result per task."""
+
+    schema_version: str
+    invocation_id: str
+    tasks: tuple[BatchTask, ...]
+    user_arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """A manual sync: copy what is missing or different under a prefix, resumably."""
+
+    bucket: str | None
+    prefix: str = ""
+    continuation: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class DoctorRequest:
+    write_probe: bool = False
+
+
+Invocation = Union[Notifications, SqsBatch, BatchOperations, SyncRequest, DoctorRequest]
 
 
 def parse(event: Any) -> Invocation:
@@ -80,6 +112,12 @@ def parse(event: Any) -> Invocation:
                 return _notification_records(records)
         if event.get("source") == "aws.s3" and "detail-type" in event:
             return _eventbridge(event)
+        if "invocationSchemaVersion" in event and "tasks" in event:
+            return _batch_operations(event)
+        if "sync" in event:
+            return _sync(event["sync"])
+        if "doctor" in event:
+            return _doctor(event["doctor"])
         if _is_s3_test_event(event):
             return Notifications(refs=(), ignored=("s3:TestEvent",))
     raise EventError(f"unrecognised event: gcs-sync accepts {ACCEPTED_SHAPES}. {_describe(event)}")
@@ -212,6 +250,74 @@ def _eventbridge(event: dict) -> Notifications:
 def _source_of(record: dict) -> str | None:
     source = record.get("eventSource") or record.get("EventSource")
     return source if isinstance(source, str) else None
+
+
+def _batch_operations(event: dict) -> BatchOperations:
+    version = event.get("invocationSchemaVersion")
+    if version not in ("1.0", "2.0"):
+        raise EventError(f"S3 Batch Operations: invocationSchemaVersion {version!r} is not 1.0 or 2.0")
+    invocation_id = event.get("invocationId")
+    tasks = event.get("tasks")
+    if not isinstance(invocation_id, str) or not isinstance(tasks, list):
+        raise EventError("S3 Batch Operations: invocationId and a tasks list are required")
+    job = event.get("job") if isinstance(event.get("job"), dict) else {}
+    arguments = job.get("userArguments") if isinstance(job.get("userArguments"), dict) else {}
+    return BatchOperations(version, invocation_id, tuple(_batch_task(t, i) for i, t in enumerate(tasks)), arguments)
+
+
+def _batch_task(task: Any, index: int) -> BatchTask:
+    task_id = task.get("taskId") if isinstance(task, dict) else None
+    if not isinstance(task_id, str) or not task_id:
+        task_id = f"tasks[{index}]"
+    try:
+        if not isinstance(task, dict):
+            raise ValueError("not an object")
+        bucket = task.get("s3Bucket")
+        if bucket is None:
+            arn = task.get("s3BucketArn")
+            if not isinstance(arn, str) or not arn.startswith("arn:aws:s3:::"):
+                raise ValueError("neither s3Bucket nor an s3BucketArn of the form arn:aws:s3:::BUCKET")
+            bucket = arn[len("arn:aws:s3:::"):]
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError("bucket name missing")
+        ref = ObjectRef(bucket=bucket, key=decode_key(task.get("s3Key")),
+                        version_id=_opt_str(task.get("s3VersionId")))
+    except (TypeError, ValueError) as exc:
+        return BatchTask(task_id, None, f"malformed task ({_reason(exc)})")
+    return BatchTask(task_id, ref)
+
+
+def _sync(body: Any) -> SyncRequest:
+    if not isinstance(body, dict):
+        raise EventError('manual sync: expected {"sync": {"bucket": NAME, "prefix": PREFIX}}')
+    unknown = set(body) - {"bucket", "prefix", "continuation", "dry_run"}
+    if unknown:
+        raise EventError(f"manual sync: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+                         "accepted: bucket, prefix, continuation, dry_run")
+    bucket, prefix, token = body.get("bucket"), body.get("prefix", ""), body.get("continuation")
+    dry_run = body.get("dry_run", False)
+    if bucket is not None and (not isinstance(bucket, str) or not bucket):
+        raise EventError("manual sync: bucket must be a bucket name")
+    if prefix is None:
+        prefix = ""
+    if not isinstance(prefix, str):
+        raise EventError("manual sync: prefix must be a string")
+    if token is not None and not isinstance(token, str):
+        raise EventError("manual sync: continuation must be the token a previous sync returned")
+    if not isinstance(dry_run, bool):
+        raise EventError("manual sync: dry_run must be true or false")
+    return SyncRequest(bucket=bucket, prefix=prefix, continuation=token, dry_run=dry_run)
+
+
+def _doctor(body: Any) -> DoctorRequest:
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise EventError('health check: expected {"doctor": {}}')
+    probe = body.get("write_probe", False)
+    if not isinstance(probe, bool):
+        raise EventError("health check: write_probe must be true or false")
+    return DoctorRequest(write_probe=probe)
 
 
 def _is_s3_test_event(payload: dict) -> bool:

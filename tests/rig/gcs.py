@@ -35,7 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from .google_tokens import GoogleTokenServer, RigHTTPServer
 
@@ -124,11 +124,28 @@ def _object_path(bucket: str, name: str) -> str:
 
 
 class FakeGcsServer:
-    """fake-gcs-server (filesystem backend) as a subprocess on 127.0.0.1."""
+    """fake-gcs-server as a subprocess on 127.0.0.1.
 
-    def __init__(self, root_dir: pathlib.Path, *, external_url: str | None = None) -> None:
+    ``backend="filesystem"`` (default) stores objects under ``root_dir`` and so
+    maps names onto paths: a name ending in ``/`` is answered 200 but silently
+    not stored; ``a/b``, ``a//b`` and ``a/./b`` are one object; ``dir`` cannot
+    coexist with ``dir/child`` (500); a path segment over 255 bytes gets 400.
+    ``backend="memory"`` keeps every valid name exactly (``root_dir`` unused)
+    but holds all object bytes in the server's memory.
+    """
+
+    def __init__(
+        self,
+        root_dir: pathlib.Path,
+        *,
+        external_url: str | None = None,
+        backend: Literal["filesystem", "memory"] = "filesystem",
+    ) -> None:
+        if backend not in ("filesystem", "memory"):
+            raise ValueError(f"unknown fake-gcs-server backend {backend!r}")
         self.root_dir = pathlib.Path(root_dir)
         self.external_url = external_url
+        self.backend = backend
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._port: int | None = None
@@ -145,10 +162,11 @@ class FakeGcsServer:
                 "-scheme", "http",
                 "-host", "127.0.0.1",
                 "-port", str(self._port),
-                "-backend", "filesystem",
-                "-filesystem-root", str(self.root_dir),
+                "-backend", self.backend,
                 "-log-level", "error",
             ]  # fmt: skip
+            if self.backend == "filesystem":
+                command += ["-filesystem-root", str(self.root_dir)]
             if self.external_url:
                 command += ["-external-url", self.external_url]
             self._process = subprocess.Popen(
@@ -234,6 +252,21 @@ class FakeGcsServer:
         if status != 200:
             raise RuntimeError(f"reading {bucket}/{name}: HTTP {status} {answer[:200]!r}")
         return json.loads(answer)  # type: ignore[no-any-return]
+
+    def list_objects(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Every object resource in ``bucket`` under ``prefix``, following pages."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = urllib.parse.urlencode({"prefix": prefix, "pageToken": token, "maxResults": 1000})
+            status, answer = _backend_request(self.url, "GET", f"/storage/v1/b/{bucket}/o?{query}")
+            if status != 200:
+                raise RuntimeError(f"listing {bucket}: HTTP {status} {answer[:200]!r}")
+            page = json.loads(answer)
+            items.extend(page.get("items", []))
+            token = page.get("nextPageToken", "")
+            if not token:
+                return items
 
     def read_object(self, bucket: str, name: str) -> bytes:
         """The object's bytes (whole, in memory: for assertions on test-sized objects)."""
@@ -415,7 +448,8 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self, front: GcsFront, bucket: str, query: dict[str, list[str]], body: bytes
     ) -> bool:
         """Enforce ifGenerationMatch at resumable-upload initiation; answers 412 itself."""
-        name = query.get("name", [None])[0]
+        names = query.get("name")
+        name: Any = names[0] if names else None
         if name is None and body:
             try:
                 name = json.loads(body).get("name")
@@ -452,7 +486,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
             try:
                 self._send_request(conn, backend.netloc, body)
                 response = conn.getresponse()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: malformed chunked body
                 self.close_connection = True  # the request body may be half read
                 self._send_json(502, _error_body(502, f"Rig: backend unreachable: {exc}"))
                 return
@@ -490,11 +524,13 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self, front: GcsFront, target: urllib.parse.SplitResult, response: http.client.HTTPResponse
     ) -> None:
         old, new = front.backend_url, self.server.url
-        headers = [
-            (name, value.replace(old, new, 1) if name.lower() == "location" and value.startswith(old) else value)
-            for name, value in response.getheaders()
-            if name.lower() not in _HOP_BY_HOP | {"content-length"} | self._connection_tokens(response.headers)
-        ]
+        dropped = _HOP_BY_HOP | {"content-length"} | self._connection_tokens(response.headers)
+        headers: list[tuple[str, str]] = []
+        for name, value in response.getheaders():
+            if name.lower() == "location" and value.startswith(old):
+                value = new + value[len(old) :]  # resumable session URL: keep it behind the front
+            if name.lower() not in dropped:
+                headers.append((name, value))
         self.send_response_only(response.status, response.reason)
         for name, value in headers:
             self.send_header(name, value)

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import typing
+
 from gcs_sync import events
 from gcs_sync.errors import EventError
 from gcs_sync.events import Notifications, ObjectRef, SqsBatch, SqsMessage
@@ -145,6 +147,55 @@ def test_sample_eventbridge_from_another_service_is_refused():
         events.parse(sample("eventBridgeEvent.json"))
 
 
+@pytest.mark.parametrize("name, bucket, version", [
+    ("s3BatchOperationEventSchemaV1.json", "powertools-dataset", "1"),
+    ("s3BatchOperationEventSchemaV2.json", "powertools-dataset", None),
+])
+def test_sample_batch_operations(name, bucket, version):
+    parsed = events.parse(sample(name))
+    assert isinstance(parsed, events.BatchOperations)
+    assert parsed.schema_version == ("1.0" if "V1" in name else "2.0")
+    assert parsed.invocation_id == "YXNkbGZqYWRmaiBhc2RmdW9hZHNmZGpmaGFzbGtkaGZza2RmaAo"
+    assert parsed.tasks == (events.BatchTask("dGFza2lkZ29lc2hlcmUK", ObjectRef(
+        bucket=bucket, key="prefix/dataset/dataset.20231222.json.gz", version_id=version)),)
+
+
+def test_batch_operations_keys_are_decoded_and_bad_tasks_kept_apart():
+    parsed = events.parse({
+        "invocationSchemaVersion": "2.0", "invocationId": "inv",
+        "job": {"id": "j", "userArguments": {"a": "b"}},
+        "tasks": [
+            {"taskId": "t1", "s3Bucket": "b", "s3Key": "my+file%2B1.txt", "s3VersionId": None},
+            {"taskId": "t2", "s3Key": "x"},
+            "garbage",
+        ],
+    })
+    assert parsed.user_arguments == {"a": "b"}
+    assert parsed.tasks[0].ref.key == "my file+1.txt"
+    assert parsed.tasks[1].ref is None and "s3BucketArn" in parsed.tasks[1].problem
+    assert parsed.tasks[2].task_id == "tasks[2]" and parsed.tasks[2].problem
+
+
+@pytest.mark.parametrize("event", [
+    {"invocationSchemaVersion": "3.0", "invocationId": "i", "tasks": []},
+    {"invocationSchemaVersion": "1.0", "invocationId": 5, "tasks": []},
+    {"sync": []}, {"sync": {"bucket": 3}}, {"sync": {"prefix": 1}}, {"sync": {"dry_run": "yes"}},
+    {"sync": {"continuation": 7}}, {"sync": {"bucket": "b", "nope": 1}}, {"doctor": 1},
+    {"doctor": {"write_probe": "x"}},
+])
+def test_malformed_batch_sync_doctor_are_refused(event):
+    with pytest.raises(EventError):
+        events.parse(event)
+
+
+def test_sync_and_doctor_shapes():
+    assert events.parse({"sync": {}}) == events.SyncRequest(bucket=None)
+    assert events.parse({"sync": {"bucket": "b", "prefix": "p/", "continuation": "t", "dry_run": True}}) == \
+        events.SyncRequest(bucket="b", prefix="p/", continuation="t", dry_run=True)
+    assert events.parse({"doctor": {}}) == events.DoctorRequest()
+    assert events.parse({"doctor": None}) == events.DoctorRequest()
+
+
 def test_every_sample_has_an_expectation():
     """A new sample in tests/events must get its own test here."""
     covered = {
@@ -152,7 +203,6 @@ def test_every_sample_has_an_expectation():
         "s3EventBridgeNotificationObjectCreatedEvent.json",
         "s3EventBridgeNotificationObjectDeletedEvent.json", "s3SqsEvent.json", "sqsEvent.json",
         "snsSqsEvent.json", "snsEvent.json", "eventBridgeEvent.json",
-        # Batch Operations invocations are not parsed by events.parse (see the report).
         "s3BatchOperationEventSchemaV1.json", "s3BatchOperationEventSchemaV2.json",
     }
     assert {p.name for p in EVENTS_DIR.glob("*.json")} == covered
@@ -450,13 +500,16 @@ def test_unhashable_event_source_is_not_a_crash(event):
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
     | st.sampled_from(["aws:s3", "aws:sqs", "aws:sns", "aws.s3", "Records", "ObjectCreated:Put",
-                       "Object Created", "s3:TestEvent", "Notification", "{}", '{"Records": [{}]}']),
+                       "Object Created", "s3:TestEvent", "Notification", "{}", '{"Records": [{}]}',
+                       "1.0", "2.0", "arn:aws:s3:::b"]),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(
         st.sampled_from(["Records", "eventSource", "EventSource", "eventName", "s3", "object", "bucket",
                          "name", "key", "size", "eTag", "versionId", "sequencer", "body", "Sns",
                          "Message", "Type", "Event", "source", "detail-type", "detail", "messageId",
-                         "version-id", "etag"]) | st.text(max_size=8),
+                         "version-id", "etag", "invocationSchemaVersion", "invocationId", "tasks",
+                         "taskId", "s3Key", "s3Bucket", "s3BucketArn", "s3VersionId", "sync",
+                         "doctor", "prefix", "continuation", "dry_run"]) | st.text(max_size=8),
         children, max_size=5),
     max_leaves=25,
 )
@@ -469,7 +522,15 @@ def _check_parse(value):
         result = events.parse(value)
     except EventError:
         return
-    assert isinstance(result, (Notifications, SqsBatch))
+    assert isinstance(result, typing.get_args(events.Invocation))
+    if isinstance(result, events.BatchOperations):
+        for task in result.tasks:
+            assert isinstance(task.task_id, str)
+            assert (task.ref is None) != (task.problem is None)
+            assert task.ref is None or (isinstance(task.ref.key, str) and isinstance(task.ref.bucket, str))
+        return
+    if isinstance(result, (events.SyncRequest, events.DoctorRequest)):
+        return
     for part in ([result] if isinstance(result, Notifications) else list(result.messages)):
         assert all(isinstance(r, ObjectRef) for r in part.refs)
         assert all(isinstance(p, str) for p in part.problems)
