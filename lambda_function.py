@@ -6,14 +6,10 @@ shared by every warm invocation after it; the work itself lives in ``gcs_sync``.
 
 import os
 
-from gcs_sync.handler import Runtime, handle
+from gcs_sync.handler import Container
 
-_CODE_DIR = os.path.dirname(os.path.abspath(__file__))
-_runtime = None
+_container = Container(code_dir=os.path.dirname(os.path.abspath(__file__)))
 
 
 def lambda_handler(event, context):
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime.from_environment(code_dir=_CODE_DIR)
-    return handle(event, context, _runtime)
+    return _container.handle(event, context)

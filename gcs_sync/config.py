@@ -7,6 +7,7 @@ fixed in one go. Tests build ``Settings`` directly.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import tempfile
@@ -25,22 +26,50 @@ _COMPAT_BUCKET = re.compile(r"^GCS_BUCKET_NAME_(.+)$")
 
 @dataclass(frozen=True)
 class Destination:
-    """One place every copied object lands: ``gs://bucket/`` + prefix + key."""
+    """One place copied objects land: ``gs://bucket/`` + prefix + key.
+
+    With ``source_prefix`` (written ``SRC_PREFIX=gs://bucket/prefix``) only keys under that
+    source prefix go to this destination, and the source prefix is replaced, not kept.
+    """
 
     bucket: str
     prefix: str = ""
+    source_prefix: str = ""
 
     @property
     def url(self) -> str:
         return f"{GS_SCHEME}{self.bucket}/{self.prefix}"
 
+    def maps(self, key: str) -> bool:
+        return key.startswith(self.source_prefix)
+
     def object_name(self, key: str) -> str:
-        return self.prefix + key
+        return self.prefix + key[len(self.source_prefix):]
+
+
+@dataclass(frozen=True)
+class KeyFilter:
+    """INCLUDE / EXCLUDE: key prefixes, or globs when a pattern holds * ? or [."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def allows(self, key: str) -> bool:
+        if self.include and not any(_matches(p, key) for p in self.include):
+            return False
+        return not any(_matches(p, key) for p in self.exclude)
+
+
+def _matches(pattern: str, key: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(key, pattern)
+    return key.startswith(pattern)
 
 
 @dataclass(frozen=True)
 class Settings:
     destinations: tuple[Destination, ...]
+    key_filter: KeyFilter = KeyFilter()
     credentials_path: str | None = None
     allow_service_account_key: bool = False
     google_cloud_project: str | None = None
@@ -112,10 +141,16 @@ class Settings:
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append(f"LOG_LEVEL: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
 
+        key_filter = KeyFilter(
+            include=tuple(t for t in _SPLIT.split(env.get("INCLUDE", "").strip()) if t),
+            exclude=tuple(t for t in _SPLIT.split(env.get("EXCLUDE", "").strip()) if t),
+        )
+
         if problems:
             raise ConfigError(problems)
         return cls(
             destinations=tuple(destinations),
+            key_filter=key_filter,
             credentials_path=credentials_path,
             allow_service_account_key=allow_key,
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,
@@ -134,7 +169,16 @@ class Settings:
 
 
 def parse_destination(text: str) -> Destination:
-    """``gs://bucket`` or ``gs://bucket/prefix`` -> Destination; ValueError says what is wrong."""
+    """``gs://bucket``, ``gs://bucket/prefix`` or ``SRC_PREFIX=gs://bucket/prefix`` -> Destination.
+
+    ValueError says what is wrong.
+    """
+    source_prefix = ""
+    if "=" + GS_SCHEME in text:
+        source_prefix, _, rest = text.partition("=")
+        if not source_prefix:
+            raise ValueError(f"{text!r}: nothing before '=' (write SOURCE_PREFIX=gs://BUCKET/PREFIX)")
+        text = rest
     if not text.startswith(GS_SCHEME):
         raise ValueError(f"{text!r} does not start with gs://")
     bucket, _, prefix = text[len(GS_SCHEME):].partition("/")
@@ -145,7 +189,7 @@ def parse_destination(text: str) -> Destination:
         raise ValueError(f"{text!r}: the prefix contains a line break")
     if len(prefix.encode("utf-8")) >= 1024:
         raise ValueError(f"{text!r}: the prefix leaves no room for object names (1024 bytes max)")
-    return Destination(bucket=bucket, prefix=prefix)
+    return Destination(bucket=bucket, prefix=prefix, source_prefix=source_prefix)
 
 
 def bucket_name_problem(name: str) -> str | None:

@@ -95,6 +95,32 @@ class GcsWriter:
             )
         return written
 
+    def delete(self, destination: Destination, name: str, generation: int) -> None:
+        """Delete the object only while it is still ``generation``; absent already counts as done."""
+        blob = self._client.bucket(destination.bucket).blob(name)
+        try:
+            blob.delete(if_generation_match=generation, timeout=TIMEOUT, retry=DEFAULT_RETRY)
+        except gexc.NotFound:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "delete") from exc
+
+    def list_held(self, destination: Destination, first: str, last: str) -> dict[str, HeldObject]:
+        """What the destination holds for names from ``first`` to ``last`` (inclusive), by name."""
+        held: dict[str, HeldObject] = {}
+        try:
+            blobs = self._client.list_blobs(
+                destination.bucket, prefix=destination.prefix or None, start_offset=first,
+                timeout=TIMEOUT, retry=DEFAULT_RETRY,
+            )
+            for blob in blobs:
+                if blob.name > last:  # listings are in UTF-8 byte order, as str comparison is
+                    break
+                held[blob.name] = _held(blob)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, first, "list") from exc
+        return held
+
     def _discard(self, blob: Any, generation: int) -> None:
         """Remove an unverified object, only if it is still the one we wrote."""
         try:

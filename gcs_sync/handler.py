@@ -1,8 +1,10 @@
 """Invocation shapes in, result shapes out.
 
-S3 / SNS / EventBridge invocations return a JSON summary, or raise ``CopyFailed`` naming each
-failed object and destination after everything else was attempted; SQS invocations return
-``batchItemFailures``.
+- S3 / SNS / EventBridge / manual sync: a JSON summary, or ``CopyFailed`` naming each failed
+  object and destination, raised after everything else was attempted.
+- SQS: ``{"batchItemFailures": [...]}`` with exactly the failed message ids.
+- S3 Batch Operations: one result per task (Succeeded / TemporaryFailure / PermanentFailure).
+- Health check: the doctor's report, never an exception.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from . import events, logs
 from .auth import GoogleAuth
 from .config import Settings
 from .destination import GcsWriter
-from .errors import CopyFailed
-from .events import Notifications, ObjectRef, SqsBatch
+from .errors import CopyFailed, GcsSyncError
+from .events import BatchOperations, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
 from .source import S3Source
-from .transfer import FAILED, SKIPPED, Copier, DestinationResult, ObjectReport, Staging
+from .transfer import FAILED, SKIPPED, Copier, ObjectReport, Staging
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_RESULTS = 100
+MAX_RESULT_STRING = 1000
+COUNTED = ("copied", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
 
 
 @dataclass
@@ -31,22 +35,46 @@ class Runtime:
 
     settings: Settings
     auth: GoogleAuth
+    s3: Any
+    writer: GcsWriter
     copier: Copier
-
-    @classmethod
-    def from_environment(cls, *, code_dir: str | None = None) -> "Runtime":
-        settings = Settings.from_environ(code_dir=code_dir)
-        logs.configure(settings.log_level)
-        for warning in settings.warnings:
-            log.warning(warning)
-        return cls.build(settings)
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
         auth = GoogleAuth.from_settings(settings)
         pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
-        copier = Copier(settings, S3Source(s3_client(pool)), GcsWriter(gcs_client(settings, auth, pool)))
-        return cls(settings, auth, copier)
+        s3 = s3_client(pool)
+        writer = GcsWriter(gcs_client(settings, auth, pool))
+        return cls(settings, auth, s3, writer, Copier(settings, S3Source(s3), writer))
+
+
+class Container:
+    """The Lambda container's state: the runtime, built on first use and kept while warm."""
+
+    def __init__(self, *, code_dir: str | None = None):
+        self.code_dir = code_dir
+        self.runtime: Runtime | None = None
+
+    def handle(self, event: Any, context: Any) -> Any:
+        logs.set_request_id(getattr(context, "aws_request_id", None))
+        if isinstance(event, dict) and "doctor" in event:
+            # Before building anything: the doctor must also report a broken configuration.
+            from . import doctor
+
+            return doctor.run_checks(code_dir=self.code_dir,
+                                     write_probe=events.parse(event).write_probe)
+        if self.runtime is None:
+            settings = Settings.from_environ(code_dir=self.code_dir)
+            logs.configure(settings.log_level)
+            for warning in settings.warnings:
+                log.warning(warning)
+            self.runtime = Runtime.build(settings)
+        return handle(event, context, self.runtime)
+
+    def reset(self) -> None:
+        if self.runtime is not None:
+            self.runtime.copier.close()
+        self.runtime = None
 
 
 def s3_client(pool: int) -> Any:
@@ -84,30 +112,32 @@ def gcs_client(settings: Settings, auth: GoogleAuth, pool: int) -> Any:
     )
 
 
-def handle(event: Any, context: Any, runtime: Runtime) -> dict:
-    logs.set_request_id(getattr(context, "aws_request_id", None))
+def handle(event: Any, context: Any, runtime: Runtime) -> Any:
     invocation = events.parse(event)
     if isinstance(invocation, SqsBatch):
         return _sqs(invocation, runtime)
+    if isinstance(invocation, BatchOperations):
+        return _batch_operations(invocation, runtime)
+    if isinstance(invocation, SyncRequest):
+        return _sync(invocation, context, runtime)
+    if isinstance(invocation, DoctorRequest):
+        from . import doctor
+
+        return doctor.run_checks(write_probe=invocation.write_probe)
     return _notifications(invocation, runtime)
 
 
 def _notifications(invocation: Notifications, runtime: Runtime) -> dict:
     for line in invocation.ignored:
         log.info("record ignored", extra={"fields": {"reason": line}})
-    reports = _copy(invocation.refs, runtime)
+    reports = process(invocation.refs, runtime)
     summary = summarize(reports, ignored=invocation.ignored, problems=invocation.problems)
-    log.info("invocation summary", extra={"fields": {"summary": _counts(summary)}})
-    failures = [f"{r.source} -> {d.object}: {d.error}" for r in reports for d in r.failures]
-    failures += [f"event: {p}" for p in invocation.problems]
-    if failures:
-        raise CopyFailed(failures, summary)
+    _raise_for_failures(reports, summary, [f"event: {p}" for p in invocation.problems])
     return summary
 
 
 def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
-    all_refs = [ref for message in batch.messages for ref in message.refs]
-    reports = iter(_copy(all_refs, runtime))
+    reports = iter(process([ref for message in batch.messages for ref in message.refs], runtime))
     failed_ids = []
     for message in batch.messages:
         message_reports = [next(reports) for _ in message.refs]
@@ -122,18 +152,70 @@ def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
     return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
 
 
-def _copy(refs: Iterable[ObjectRef], runtime: Runtime) -> list[ObjectReport]:
-    """One report per ref, in order: refused, ignored or copied."""
+def _batch_operations(batch: BatchOperations, runtime: Runtime) -> dict:
+    refs = [task.ref for task in batch.tasks if task.ref is not None]
+    try:
+        reports = iter(process(refs, runtime))
+        shared_failure = None
+    except GcsSyncError as exc:  # e.g. no Google token: every task fails alike
+        reports, shared_failure = iter(()), exc
+    results = []
+    for task in batch.tasks:
+        if task.ref is None:
+            code, text = "PermanentFailure", task.problem or "malformed task"
+        elif shared_failure is not None:
+            code = "TemporaryFailure" if shared_failure.retryable else "PermanentFailure"
+            text = str(shared_failure)
+        else:
+            code, text = _task_result(next(reports))
+        results.append({"taskId": task.task_id, "resultCode": code, "resultString": text[:MAX_RESULT_STRING]})
+    log.info("invocation summary", extra={"fields": {"tasks": len(results), "failedTasks": sum(
+        r["resultCode"] != "Succeeded" for r in results)}})
+    return {
+        "invocationSchemaVersion": batch.schema_version,
+        "treatMissingKeysAs": "PermanentFailure",
+        "invocationId": batch.invocation_id,
+        "results": results,
+    }
+
+
+def _task_result(report: ObjectReport) -> tuple[str, str]:
+    if report.outcome == FAILED:
+        return ("TemporaryFailure" if report.retryable else "PermanentFailure"), "; ".join(report.failure_lines())
+    if report.outcome == SKIPPED:
+        return "Succeeded", f"skipped: {report.skipped}"
+    outcomes = ", ".join(f"{r.object} {r.outcome}" for r in report.results)
+    return "Succeeded", outcomes or report.outcome
+
+
+def _sync(request: SyncRequest, context: Any, runtime: Runtime) -> dict:
+    from . import sync
+
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not request.dry_run:
+        runtime.auth.ensure_token()
+    result = sync.run(request, runtime.settings, runtime.s3, runtime.copier, runtime.writer, remaining)
+    reports = result.pop("reports")
+    summary = {**result, **summarize(reports)}
+    _raise_for_failures(reports, summary, [], continuation=summary.get("continuation"))
+    return summary
+
+
+def process(refs: Iterable[ObjectRef], runtime: Runtime) -> list[ObjectReport]:
+    """One report per ref, in order: refused, filtered, ignored, copied or delete-mirrored."""
     refs = list(refs)
     settings = runtime.settings
     reports: list[ObjectReport | None] = [None] * len(refs)
     work: list[int] = []
     for i, ref in enumerate(refs):
         if settings.source_buckets is not None and ref.bucket not in settings.source_buckets:
-            reports[i] = _refused(ref, (
+            reports[i] = ObjectReport(source=ref.url, refused=(
                 f"bucket {ref.bucket!r} is not in SOURCE_BUCKETS; the event was refused. Add the "
                 "bucket to SOURCE_BUCKETS if it should be copied."))
-        elif ref.removed:
+            log.error("object refused", extra={"fields": {"source": ref.url, "error": reports[i].refused}})
+        elif not settings.key_filter.allows(ref.key):
+            reports[i] = ObjectReport(source=ref.url, skipped="excluded by INCLUDE / EXCLUDE")
+        elif ref.removed and not settings.mirror_deletes:
             reports[i] = ObjectReport(source=ref.url, skipped="delete not mirrored (MIRROR_DELETES is off)")
             log.info("delete ignored", extra={"fields": {"source": ref.url, "outcome": SKIPPED}})
         else:
@@ -148,19 +230,13 @@ def _copy(refs: Iterable[ObjectRef], runtime: Runtime) -> list[ObjectReport]:
     return [r for r in reports if r is not None]
 
 
-def _refused(ref: ObjectRef, reason: str) -> ObjectReport:
-    log.error("object refused", extra={"fields": {"source": ref.url, "error": reason}})
-    return ObjectReport(source=ref.url, results=[DestinationResult(
-        destination="*", object="*", outcome=FAILED, error=reason)])
-
-
 def summarize(reports: list[ObjectReport], *, ignored: Iterable[str] = (), problems: Iterable[str] = ()) -> dict:
     counts: dict[str, int] = {}
     for report in reports:
         counts[report.outcome] = counts.get(report.outcome, 0) + 1
     summary = {
         "objects": len(reports),
-        **{k: counts.get(k, 0) for k in ("copied", "already_current", "superseded", "skipped", "failed")},
+        **{k: counts.get(k, 0) for k in COUNTED},
         "bytes": sum(r.bytes for r in reports),
         "results": [r.as_dict() for r in reports[:MAX_LISTED_RESULTS]],
     }
@@ -170,8 +246,15 @@ def summarize(reports: list[ObjectReport], *, ignored: Iterable[str] = (), probl
         summary["ignored"] = list(ignored)
     if problems:
         summary["problems"] = list(problems)
+    log.info("invocation summary", extra={"fields": {"summary": {
+        k: v for k, v in summary.items() if k not in ("results", "ignored", "problems", "would_copy")}}})
     return summary
 
 
-def _counts(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in ("results", "ignored", "problems")}
+def _raise_for_failures(reports: list[ObjectReport], summary: dict, extra: list[str],
+                        continuation: str | None = None) -> None:
+    failures = [line for r in reports for line in r.failure_lines()] + extra
+    if failures:
+        if continuation:
+            failures.append(f"(the sync stopped early; resume it with continuation {continuation})")
+        raise CopyFailed(failures, summary)

@@ -22,7 +22,7 @@ from .destination import HeldObject, Writer
 from .errors import GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
 from .events import ObjectRef
 from .metadata import Digests, SourceState, object_name_problem
-from .ordering import Decision, decide, same_state
+from .ordering import Decision, compare_sequencers, decide, same_state
 from .source import Source, SourceObject
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,14 @@ SOURCE_ATTEMPTS = 3  # re-reads when the source changes under us
 WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
 
 COPIED = "copied"
+DELETED = "deleted"
 CURRENT = "already_current"
 SUPERSEDED = "superseded"
+KEPT = "kept"  # a delete that did not apply: the copy is newer, foreign, or the source is back
+ABSENT = "already_absent"
 SKIPPED = "skipped"
 FAILED = "failed"
+OUTCOME_ORDER = (COPIED, DELETED, SUPERSEDED, CURRENT, KEPT, ABSENT)
 
 
 @dataclass
@@ -47,6 +51,7 @@ class DestinationResult:
     seconds: float = 0.0
     error: str | None = None
     retryable: bool = False
+    detail: str | None = None
 
     def as_dict(self) -> dict:
         data = {"destination": self.destination, "object": self.object, "outcome": self.outcome}
@@ -54,6 +59,8 @@ class DestinationResult:
             data["bytes"] = self.bytes
         if self.error:
             data["error"] = self.error
+        if self.detail:
+            data["detail"] = self.detail
         return data
 
 
@@ -62,15 +69,16 @@ class ObjectReport:
     source: str
     results: list[DestinationResult] = field(default_factory=list)
     skipped: str | None = None  # why nothing was attempted (e.g. the source is gone)
+    refused: str | None = None  # why the object may not be copied at all (a failure)
 
     @property
     def outcome(self) -> str:
         outcomes = {r.outcome for r in self.results}
-        if FAILED in outcomes:
+        if FAILED in outcomes or self.refused:
             return FAILED
         if self.skipped is not None:
             return SKIPPED
-        for outcome in (COPIED, SUPERSEDED, CURRENT):
+        for outcome in OUTCOME_ORDER:
             if outcome in outcomes:
                 return outcome
         return SKIPPED
@@ -81,7 +89,12 @@ class ObjectReport:
 
     @property
     def retryable(self) -> bool:
-        return all(r.retryable for r in self.failures)
+        return not self.refused and all(r.retryable for r in self.failures)
+
+    def failure_lines(self) -> list[str]:
+        """One line per failure, naming the object and the destination."""
+        lines = [f"{self.source}: {self.refused}"] if self.refused else []
+        return lines + [f"{self.source} -> {r.object}: {r.error}" for r in self.failures]
 
     @property
     def bytes(self) -> int:
@@ -89,8 +102,8 @@ class ObjectReport:
 
     def as_dict(self) -> dict:
         data = {"source": self.source, "outcome": self.outcome}
-        if self.skipped:
-            data["reason"] = self.skipped
+        if self.skipped or self.refused:
+            data["reason"] = self.refused or self.skipped
         if self.results:
             data["destinations"] = [r.as_dict() for r in self.results]
         return data
@@ -168,15 +181,74 @@ class Copier:
         )
 
     def copy_all(self, refs: Sequence[ObjectRef], staging: Staging) -> list[ObjectReport]:
-        """Copy every ref; one report per ref, in input order."""
+        """Copy (or, for removed refs, mirror the delete of) every ref; one report each, in order."""
+
+        def one(ref: ObjectRef) -> ObjectReport:
+            return self.delete(ref) if ref.removed else self.copy(ref, staging)
+
         if len(refs) == 1:
-            return [self.copy(refs[0], staging)]
-        return list(self._objects.map(lambda ref: self.copy(ref, staging), refs))
+            return [one(refs[0])]
+        return list(self._objects.map(one, refs))
 
     def copy(self, ref: ObjectRef, staging: Staging) -> ObjectReport:
+        report, targets = self._targets(ref)
+        if targets:
+            try:
+                report.results.extend(self._copy_to(ref, targets, staging))
+            except SourceGone as exc:
+                report.skipped = f"source gone: {exc}"
+        return _logged(report)
+
+    def delete(self, ref: ObjectRef) -> ObjectReport:
+        """Mirror a delete: remove each copy that came from this source object and is not newer."""
+        report, targets = self._targets(ref)
+        source_back: list[bool] = []  # asked of S3 at most once, only when order is unknown
+
+        def source_exists() -> bool:
+            if not source_back:
+                try:
+                    self.source.head(ref.bucket, ref.key)
+                    source_back.append(True)
+                except SourceGone:
+                    source_back.append(False)
+            return source_back[0]
+
+        def delete_one(target: tuple[Destination, str]) -> DestinationResult:
+            destination, name = target
+            started = time.monotonic()
+            try:
+                for _ in range(WRITE_ATTEMPTS):
+                    held = self.writer.held(destination, name)
+                    if held is None:
+                        return self._result(destination, name, ABSENT, started=started)
+                    if held.source is None or (held.source.bucket, held.source.key) != (ref.bucket, ref.key):
+                        return self._result(destination, name, KEPT, started=started,
+                                            detail="not a copy of this source object; left in place")
+                    order = compare_sequencers(ref.sequencer, held.source.sequencer)
+                    if order < 0 or (order == 0 and source_exists()):
+                        return self._result(destination, name, KEPT, started=started,
+                                            detail="the copy is newer than the delete; left in place")
+                    try:
+                        self.writer.delete(destination, name, held.generation)
+                        return self._result(destination, name, DELETED, started=started)
+                    except PreconditionFailed:
+                        continue
+            except GcsSyncError as exc:
+                return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable,
+                                    started=started)
+            return self._result(destination, name, FAILED, retryable=True, started=started,
+                                error="the object kept changing while deleting; the retry settles it")
+
+        report.results.extend(self._fan_out(delete_one, targets) if targets else [])
+        return _logged(report)
+
+    def _targets(self, ref: ObjectRef) -> tuple[ObjectReport, list[tuple[Destination, str]]]:
+        """The report to fill, and each destination taking this key with its object name."""
         report = ObjectReport(source=ref.url)
         targets: list[tuple[Destination, str]] = []
         for destination in self.settings.destinations:
+            if not destination.maps(ref.key):
+                continue
             name = destination.object_name(ref.key)
             problem = object_name_problem(name)
             if problem:
@@ -188,16 +260,9 @@ class Copier:
                 ))
             else:
                 targets.append((destination, name))
-        if targets:
-            try:
-                report.results.extend(self._copy_to(ref, targets, staging))
-            except SourceGone as exc:
-                report.skipped = f"source gone: {exc}"
-        for result in report.results:
-            _log_result(report.source, result)
-        if report.skipped:
-            log.info("object skipped", extra={"fields": {"source": report.source, "outcome": SKIPPED, "reason": report.skipped}})
-        return report
+        if not targets and not report.results:
+            report.skipped = "no destination takes this key (see the SRC_PREFIX= form of GCS_DESTINATIONS)"
+        return report, targets
 
     def _copy_to(self, ref: ObjectRef, targets: list, staging: Staging) -> list[DestinationResult]:
         done: dict[int, DestinationResult] = {}
@@ -325,7 +390,8 @@ class Copier:
 
     @staticmethod
     def _result(destination: Destination, name: str, outcome: str, *, error: str | None = None,
-                retryable: bool = False, nbytes: int = 0, started: float | None = None) -> DestinationResult:
+                retryable: bool = False, nbytes: int = 0, started: float | None = None,
+                detail: str | None = None) -> DestinationResult:
         return DestinationResult(
             destination=destination.url,
             object=f"gs://{destination.bucket}/{name}",
@@ -334,6 +400,7 @@ class Copier:
             seconds=round(time.monotonic() - started, 3) if started is not None else 0.0,
             error=error,
             retryable=retryable,
+            detail=detail,
         )
 
     def close(self) -> None:
@@ -354,6 +421,15 @@ def _event_matches(ref: ObjectRef, obj: SourceObject) -> bool:
     if ref.version_id:
         return ref.version_id == obj.version_id
     return ref.etag is not None and ref.etag == obj.etag
+
+
+def _logged(report: ObjectReport) -> ObjectReport:
+    for result in report.results:
+        _log_result(report.source, result)
+    if report.skipped:
+        log.info("object skipped", extra={"fields": {
+            "source": report.source, "outcome": SKIPPED, "reason": report.skipped}})
+    return report
 
 
 def _log_result(source: str, result: DestinationResult) -> None:

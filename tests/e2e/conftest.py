@@ -77,7 +77,7 @@ class Invoker:
         self.monkeypatch.setenv("GCS_DESTINATIONS", destinations)
         for name, value in extra.items():
             self.monkeypatch.setenv(name, value)
-        lambda_function._runtime = None
+        lambda_function._container.reset()
 
     def put(self, key: str, body: bytes = b"", **params: Any) -> dict:
         """Upload to the source bucket and return the S3 notification record S3 would send."""
@@ -150,11 +150,9 @@ def world(rig: Rig, monkeypatch, tmp_path) -> Invoker:
     invoker = Invoker(rig=rig, monkeypatch=monkeypatch, tmp_path=tmp_path, staging=staging)
     invoker.source = f"src-{uuid.uuid4().hex[:12]}"
     rig.s3_client.create_bucket(Bucket=invoker.source)
-    lambda_function._runtime = None
+    lambda_function._container.reset()
     yield invoker
-    if lambda_function._runtime is not None:
-        lambda_function._runtime.copier.close()
-    lambda_function._runtime = None
+    lambda_function._container.reset()
     assert not rig.front.unauthorized, f"requests without a token we issued: {rig.front.unauthorized}"
 
 
