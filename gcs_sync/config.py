@@ -83,6 +83,7 @@ class Settings:
     aws_region: str | None = None
     aws_keys_present: bool = False
     in_lambda: bool = False
+    function_name: str = "gcs-sync"
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -164,6 +165,7 @@ class Settings:
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None),
             aws_keys_present=bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")),
             in_lambda=in_lambda,
+            function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "gcs-sync",
             warnings=tuple(warnings),
         )
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from . import events, logs
+from . import events, logs, metrics
 from .auth import GoogleAuth
 from .config import Settings
 from .destination import GcsWriter
@@ -131,13 +131,16 @@ def _notifications(invocation: Notifications, runtime: Runtime) -> dict:
     for line in invocation.ignored:
         log.info("record ignored", extra={"fields": {"reason": line}})
     reports = process(invocation.refs, runtime)
+    metrics.emit(reports, function_name=runtime.settings.function_name, shape="notification")
     summary = summarize(reports, ignored=invocation.ignored, problems=invocation.problems)
     _raise_for_failures(reports, summary, [f"event: {p}" for p in invocation.problems])
     return summary
 
 
 def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
-    reports = iter(process([ref for message in batch.messages for ref in message.refs], runtime))
+    all_reports = process([ref for message in batch.messages for ref in message.refs], runtime)
+    metrics.emit(all_reports, function_name=runtime.settings.function_name, shape="sqs")
+    reports = iter(all_reports)
     failed_ids = []
     for message in batch.messages:
         message_reports = [next(reports) for _ in message.refs]
@@ -155,8 +158,9 @@ def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
 def _batch_operations(batch: BatchOperations, runtime: Runtime) -> dict:
     refs = [task.ref for task in batch.tasks if task.ref is not None]
     try:
-        reports = iter(process(refs, runtime))
-        shared_failure = None
+        task_reports = process(refs, runtime)
+        metrics.emit(task_reports, function_name=runtime.settings.function_name, shape="batch_operations")
+        reports, shared_failure = iter(task_reports), None
     except GcsSyncError as exc:  # e.g. no Google token: every task fails alike
         reports, shared_failure = iter(()), exc
     results = []
@@ -196,6 +200,7 @@ def _sync(request: SyncRequest, context: Any, runtime: Runtime) -> dict:
         runtime.auth.ensure_token()
     result = sync.run(request, runtime.settings, runtime.s3, runtime.copier, runtime.writer, remaining)
     reports = result.pop("reports")
+    metrics.emit(reports, function_name=runtime.settings.function_name, shape="sync")
     summary = {**result, **summarize(reports)}
     _raise_for_failures(reports, summary, [], continuation=summary.get("continuation"))
     return summary
