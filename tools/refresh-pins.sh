@@ -10,7 +10,7 @@ upgrade=--upgrade
 [ "${1:-}" = "--keep" ] && upgrade=
 compile() {
   .venv/bin/python -m piptools compile --quiet --strip-extras --generate-hashes --allow-unsafe \
-    --no-emit-index-url $upgrade -o "$2" "$1"
+    --no-emit-index-url --no-emit-find-links $upgrade -o "$2" "$1"
 }
 compile requirements.in requirements.txt
 compile requirements-dev.in requirements-dev.txt
