@@ -146,8 +146,14 @@ class GoogleAuth:
 
 
 def describe_refresh_error(exc: Exception) -> str:
-    """Tell a failure at STS (pool / provider / condition) from one at impersonation (binding)."""
+    """Tell a failure at STS (pool / provider / condition) from one at impersonation (binding),
+    and both from a failure to build the signed AWS request before either is called."""
     text = str(exc)
+    if not isinstance(exc, auth_exc.OAuthError) and "impersonated credentials" not in text:
+        return (
+            "building the AWS subject token failed before Google was called: the AWS region or "
+            f"credentials could not be read (Lambda sets AWS_REGION and the role's keys). Detail: {text[:400]}"
+        )
     if "impersonated credentials" in text:
         return (
             "impersonating the service account failed (PERMISSION_DENIED at IAM Credentials): the "

@@ -129,7 +129,9 @@ def format_table(report: dict) -> str:
             lines.extend(f"{indent}{' ' * len(label)}{line}" for line in fix_lines[1:])
     total = len(checks)
     failed = [c for c in checks if not c.get("ok")]
-    if not failed:
+    if not total:
+        lines.append("no checks ran")
+    elif not failed:
         lines.append(f"all {total} checks passed")
     else:
         skipped = sum(1 for c in failed if str(c.get("detail") or "").startswith("not run:"))
@@ -167,10 +169,14 @@ def run_checks(
     try:
         doctor.run()
     except Exception as exc:  # noqa: BLE001 - the doctor reports, it never raises
-        doctor.record("doctor", _failed(
-            f"the health check itself failed: {type(exc).__name__}: {exc}",
-            "report this as a gcs-sync bug, with the output above",
-        ))
+        try:
+            doctor.record("doctor", _failed(
+                f"the health check itself failed: {type(exc).__name__}: {exc}",
+                "report this as a gcs-sync bug, with this detail",
+            ))
+        except Exception:  # noqa: BLE001 - even the message could not be rendered
+            doctor.results.append({"check": "doctor", "ok": False, "detail": (
+                f"the health check itself failed: {type(exc).__name__}"), "fix": None})
     checks = doctor.results
     return {"ok": bool(checks) and all(c["ok"] for c in checks), "checks": checks}
 
@@ -213,7 +219,8 @@ class _Doctor:
         except Exception as exc:  # noqa: BLE001 - becomes a failed check
             outcome = _failed(
                 f"unexpected {type(exc).__name__}: {exc}",
-                "this error was not foreseen by the health check; its message above says what failed",
+                "the health check did not foresee this error: the detail names it (if it looks "
+                "like a gcs-sync bug, report it with this detail)",
             )
         self.record(name, outcome)
         return outcome.ok
@@ -240,7 +247,8 @@ class _Doctor:
         self.check(TOKEN_EXCHANGE, (CONFIGURATION, CREDENTIAL_CONFIGURATION), self._token_exchange)
         destinations = self.settings.destinations if self.settings else ()
         if not destinations:
-            self.check(DESTINATIONS, (CONFIGURATION, TOKEN_EXCHANGE), lambda: _passed("none"))
+            self.check(DESTINATIONS, (CONFIGURATION, TOKEN_EXCHANGE), lambda: _failed(
+                "no destination configured", "set GCS_DESTINATIONS"))
         for destination in destinations:
             self.check(f"destination {destination.url}", (CONFIGURATION, TOKEN_EXCHANGE),
                        lambda d=destination: self._destination(d))
@@ -569,6 +577,9 @@ class _Doctor:
             else:
                 notes.append("listing works (" + ("objects present" if listed else "empty") + ")")
         if problems:
+            if self.write_probe:
+                problems.append("write probe not tried: with these permissions it could fail or "
+                                "leave its object behind")
             fix = f"grant roles/storage.objectAdmin (Object Creator cannot overwrite): {grant}"
             if missing == ["storage.objects.list"]:
                 fix = f"grant roles/storage.objectAdmin, which includes storage.objects.list: {grant}"
@@ -639,7 +650,7 @@ class _Doctor:
             code = str(exc.response.get("Error", {}).get("Code", "?"))
             if code in ("NoSuchBucket", "404"):
                 return _failed(f"bucket {name} does not exist ({code})",
-                               f"correct the name in SOURCE_BUCKETS / S3_BUCKET_NAME")
+                               "correct the name in SOURCE_BUCKETS / S3_BUCKET_NAME")
             return _failed(
                 f"cannot list s3://{name} ({code}: {exc.response.get('Error', {}).get('Message', '')})",
                 f"allow s3:ListBucket on arn:aws:s3:::{name} to {role} (and check the bucket "
@@ -686,6 +697,8 @@ def _brief(exc: BaseException, limit: int = 300) -> str:
         message = f"{args[0]}: {_error_text(args[1])}"  # (message, response body)
     else:
         message = getattr(exc, "message", None) or str(exc)
+        # google-api-core prefixes "GET https://...: "; the check already names the bucket
+        message = re.sub(r"^(?:GET|HEAD|POST|PUT|PATCH|DELETE) \S+: ", "", str(message))
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -697,7 +710,7 @@ def _error_text(body: str) -> str:
         return body
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        return " ".join(str(error.get(k)) for k in ("status", "message") if error.get(k))
+        return ": ".join(str(error.get(k)) for k in ("status", "message") if error.get(k))
     if isinstance(data, dict) and data.get("error_description"):
         return f"{data.get('error')}: {data['error_description']}"
     return body

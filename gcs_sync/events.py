@@ -94,7 +94,7 @@ class SyncRequest:
 
 @dataclass(frozen=True)
 class DoctorRequest:
-    write_probe: bool = False
+    """The health check from the console: reads and asks permissions, never writes."""
 
 
 Invocation = Union[Notifications, SqsBatch, BatchOperations, SyncRequest, DoctorRequest]
@@ -314,10 +314,12 @@ def _doctor(body: Any) -> DoctorRequest:
         body = {}
     if not isinstance(body, dict):
         raise EventError('health check: expected {"doctor": {}}')
-    probe = body.get("write_probe", False)
-    if not isinstance(probe, bool):
-        raise EventError("health check: write_probe must be true or false")
-    return DoctorRequest(write_probe=probe)
+    if body:
+        raise EventError(
+            "health check: {\"doctor\": {}} takes no options; it never writes to a bucket. "
+            "To test writes, run `python -m gcs_sync doctor --write-probe` with the same settings."
+        )
+    return DoctorRequest()
 
 
 def _is_s3_test_event(payload: dict) -> bool:

@@ -61,8 +61,8 @@ class Container:
             # Before building anything: the doctor must also report a broken configuration.
             from . import doctor
 
-            return doctor.run_checks(code_dir=self.code_dir,
-                                     write_probe=events.parse(event).write_probe)
+            events.parse(event)  # refuses options: the event form never writes
+            return doctor.run_checks(code_dir=self.code_dir)
         if self.runtime is None:
             settings = Settings.from_environ(code_dir=self.code_dir)
             logs.configure(settings.log_level)
@@ -123,7 +123,7 @@ def handle(event: Any, context: Any, runtime: Runtime) -> Any:
     if isinstance(invocation, DoctorRequest):
         from . import doctor
 
-        return doctor.run_checks(write_probe=invocation.write_probe)
+        return doctor.run_checks()
     return _notifications(invocation, runtime)
 
 

@@ -265,18 +265,20 @@ def test_describe_impersonation_failure():
     assert "STS" not in text.split("Detail:")[0]
 
 
-@pytest.mark.parametrize("make", [
-    _sts_error,
-    lambda: auth_exc.RefreshError("Error code invalid_target: The target service indicated by the "
-                                  "\"audience\" parameters is invalid."),
-    lambda: auth_exc.RefreshError("something else entirely"),
-], ids=["oauth-error", "invalid-target", "other"])
-def test_describe_sts_failure(make):
-    error = make()
+def test_describe_sts_failure():
+    error = _sts_error()
     text = describe_refresh_error(error)
     assert text.startswith("the Google STS token exchange failed")
     assert "impersonating" not in text
     assert str(error)[:50] in text
+
+
+@pytest.mark.parametrize("message", [
+    "Unable to retrieve AWS region", "Unable to retrieve AWS security credentials", "something else"])
+def test_describe_failure_before_sts(message):
+    text = describe_refresh_error(auth_exc.RefreshError(message))
+    assert text.startswith("building the AWS subject token failed")
+    assert message in text
 
 
 def test_describe_truncates_long_detail():

@@ -181,7 +181,7 @@ def test_batch_operations_keys_are_decoded_and_bad_tasks_kept_apart():
     {"invocationSchemaVersion": "1.0", "invocationId": 5, "tasks": []},
     {"sync": []}, {"sync": {"bucket": 3}}, {"sync": {"prefix": 1}}, {"sync": {"dry_run": "yes"}},
     {"sync": {"continuation": 7}}, {"sync": {"bucket": "b", "nope": 1}}, {"doctor": 1},
-    {"doctor": {"write_probe": "x"}},
+    {"doctor": {"write_probe": "x"}}, {"doctor": {"write_probe": True}},
 ])
 def test_malformed_batch_sync_doctor_are_refused(event):
     with pytest.raises(EventError):

@@ -1,0 +1,389 @@
+"""The health check against the real local servers: a healthy setup, then deliberately broken ones.
+
+Nothing is patched except where a test says so: each setup is made through the environment, the
+credential configuration file, and the rig's knobs (token server refusals, bucket permissions).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gcs_sync import doctor
+from tests.rig import DEFAULT_SERVICE_ACCOUNT
+from tests.rig.s3 import AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+
+PROBE = ".gcs-sync-doctor-probe/"
+MOTO_ROLE = "arn:aws:sts::123456789012:user/moto"  # what moto's GetCallerIdentity answers
+OTHER_AUDIENCE = ("//iam.googleapis.com/projects/123456/locations/global/"
+                  "workloadIdentityPools/pool/providers/other")
+FAKE_KEY = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+            "doctorTestKeyMaterial0123456789\n-----END PRIVATE KEY-----\n")
+
+
+def configure(world, destinations: str, **extra: str) -> None:
+    """The function's environment, with boto3's STS pointed at moto (it answers STS too)."""
+    world.configure(destinations, AWS_ENDPOINT_URL_STS=world.rig.s3.url, **extra)
+
+
+def run(world, **kwargs) -> dict:
+    report = doctor.run_checks(code_dir=str(world.tmp_path / "task"), **kwargs)
+    assert_no_secrets(world, report)
+    assert set(report) == {"ok", "checks"}
+    assert report["ok"] == all(c["ok"] for c in report["checks"])
+    for check in report["checks"]:
+        assert set(check) == {"check", "ok", "detail", "fix"}
+        assert isinstance(check["detail"], str) and check["detail"]
+        assert check["fix"] is None or isinstance(check["fix"], str)
+        if not check["ok"] and not check["detail"].startswith("not run:"):
+            assert check["fix"], f"{check['check']} failed without a fix"
+    return report
+
+
+def assert_no_secrets(world, report: dict) -> None:
+    text = json.dumps(report) + doctor.format_table(report)
+    secrets = {AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, *world.rig.tokens.issued_access_tokens}
+    leaked = [s for s in secrets if s in text]
+    assert not leaked, "a credential or token reached the doctor's output"
+    assert "PRIVATE KEY" not in text and "doctorTestKeyMaterial" not in text
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {c["check"]: c for c in report["checks"]}
+
+
+def writes(world) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in world.rig.front.requests if m != "GET" or p.startswith("/upload/")]
+
+
+def not_run(check: dict, because: str) -> bool:
+    return check["ok"] is False and check["detail"] == f"not run: {because} failed"
+
+
+# -- healthy ---------------------------------------------------------------------------------------
+
+
+def test_healthy_setup_passes_every_check_and_writes_nothing(world):
+    plain, prefixed = world.bucket(), world.bucket()
+    configure(world, f"gs://{plain}, gs://{prefixed}/mirror/", SOURCE_BUCKETS=world.source)
+    world.rig.s3_client.put_object(Bucket=world.source, Key="some/object.txt", Body=b"x")
+
+    report = run(world)
+
+    assert report["ok"] is True, doctor.format_table(report)
+    names = [c["check"] for c in report["checks"]]
+    assert names == [
+        "configuration", "credential configuration", "aws identity", "token exchange",
+        f"destination gs://{plain}/", f"destination gs://{prefixed}/mirror/",
+        f"source bucket s3://{world.source}",
+    ]
+    checks = by_name(report)
+    assert all(c["ok"] and c["fix"] is None for c in report["checks"])
+    assert f"gs://{prefixed}/mirror/" in checks["configuration"]["detail"]
+    assert str(world.tmp_path / "task" / "gcp-credentials.json") in checks["configuration"]["detail"]
+    credential = checks["credential configuration"]["detail"]
+    assert "pool pool" in credential and "provider aws" in credential and "123456" in credential
+    assert DEFAULT_SERVICE_ACCOUNT in credential
+    assert MOTO_ROLE in checks["aws identity"]["detail"]
+    assert f"attribute.aws_role = {MOTO_ROLE}" in checks["aws identity"]["detail"]
+    assert DEFAULT_SERVICE_ACCOUNT in checks["token exchange"]["detail"]
+    assert "some/object.txt" in checks[f"source bucket s3://{world.source}"]["detail"]
+
+    # testIamPermissions and listings only: no upload, no delete, nothing but GETs
+    assert writes(world) == []
+    assert not any(m == "DELETE" for m, _ in world.rig.front.requests)
+    assert ("GET", f"/storage/v1/b/{plain}/iam/testPermissions") in world.rig.front.requests
+    assert world.rig.gcs.list_objects(plain) == [] and world.rig.gcs.list_objects(prefixed) == []
+    assert world.rig.tokens.sts_calls == 1 and world.rig.tokens.iam_calls == 1
+
+    table = doctor.format_table(report)
+    assert table.splitlines()[-1] == "all 7 checks passed"
+    assert "FAIL" not in table and "fix:" not in table
+
+
+def test_no_source_bucket_configured_is_a_passing_check_with_a_hint(world):
+    configure(world, f"gs://{world.bucket()}")
+    report = run(world)
+    source = by_name(report)["source bucket"]
+    assert source["ok"] is True
+    assert source["detail"] == "no source bucket configured; set SOURCE_BUCKETS to check read access"
+    assert "SOURCE_BUCKETS" in source["fix"]
+    assert report["ok"] is True
+
+
+def test_default_source_bucket_is_checked_without_an_allow_list(world):
+    configure(world, f"gs://{world.bucket()}", S3_BUCKET_NAME=world.source)
+    report = run(world)
+    source = by_name(report)[f"source bucket s3://{world.source}"]
+    assert source["ok"] is True and "empty" in source["detail"]
+
+
+# -- Google side -----------------------------------------------------------------------------------
+
+
+def test_wrong_audience_fails_at_sts_with_the_pool_provider_fix(world):
+    dest = world.bucket()
+    config = world.tmp_path / "other-provider.json"
+    config.write_text(json.dumps(world.rig.tokens.credential_config(audience=OTHER_AUDIENCE)))
+    configure(world, f"gs://{dest}", GOOGLE_APPLICATION_CREDENTIALS=str(config))
+
+    report = run(world)
+
+    checks = by_name(report)
+    assert report["ok"] is False
+    assert checks["credential configuration"]["ok"] is True  # the file is well-formed
+    assert "provider other" in checks["credential configuration"]["detail"]
+    exchange = checks["token exchange"]
+    assert exchange["ok"] is False
+    assert "STS" in exchange["detail"] and "invalid_grant" in exchange["detail"]
+    fix = exchange["fix"]
+    assert "pool" in fix and "provider" in fix and "other" in fix
+    assert "123456789012" in fix  # the AWS account id the provider must name
+    assert "attribute condition" in fix and MOTO_ROLE in fix  # the aws_role value from check 3
+    assert "workloadIdentityUser" not in fix
+    assert not_run(checks[f"destination gs://{dest}/"], "token exchange")
+    assert world.rig.tokens.iam_calls == 0
+    assert world.rig.front.requests == []
+
+
+def test_refused_impersonation_names_the_binding_to_grant(world):
+    dest = world.bucket()
+    configure(world, f"gs://{dest}")
+    world.rig.tokens.refuse_impersonation = True
+
+    report = run(world)
+
+    exchange = by_name(report)["token exchange"]
+    assert exchange["ok"] is False
+    assert "impersonating" in exchange["detail"] and DEFAULT_SERVICE_ACCOUNT in exchange["detail"]
+    assert "PERMISSION_DENIED" in exchange["detail"]
+    fix = exchange["fix"]
+    assert "roles/iam.workloadIdentityUser" in fix
+    assert ("principalSet://iam.googleapis.com/projects/123456/locations/global/"
+            f"workloadIdentityPools/pool/attribute.aws_role/{MOTO_ROLE}") in fix
+    assert f"gcloud iam service-accounts add-iam-policy-binding {DEFAULT_SERVICE_ACCOUNT}" in fix
+    assert not_run(by_name(report)[f"destination gs://{dest}/"], "token exchange")
+
+
+def test_sts_refusal_is_told_apart_from_impersonation(world):
+    configure(world, f"gs://{world.bucket()}")
+    world.rig.tokens.refuse_sts = True
+    exchange = by_name(run(world))["token exchange"]
+    assert exchange["ok"] is False and "STS refused" in exchange["detail"]
+    assert "attribute condition" in exchange["fix"] and "workloadIdentityUser" not in exchange["fix"]
+
+
+# -- destinations ----------------------------------------------------------------------------------
+
+
+def test_bucket_without_delete_permission_fails_with_object_admin_fix(world):
+    creator_only, fine = world.bucket(), world.bucket()
+    configure(world, f"gs://{creator_only}/in/, gs://{fine}")
+    world.rig.front.permissions[creator_only] = {
+        "storage.objects.create", "storage.objects.get", "storage.objects.list"}
+
+    report = run(world)
+
+    checks = by_name(report)
+    bad = checks[f"destination gs://{creator_only}/in/"]
+    assert bad["ok"] is False
+    assert "can create but not overwrite" in bad["detail"] and "storage.objects.delete" in bad["detail"]
+    assert "roles/storage.objectAdmin" in bad["fix"] and "Object Creator cannot overwrite" in bad["fix"]
+    assert f"gs://{creator_only}" in bad["fix"] and DEFAULT_SERVICE_ACCOUNT in bad["fix"]
+    assert checks[f"destination gs://{fine}/"]["ok"] is True
+    assert report["ok"] is False
+    assert writes(world) == []
+
+
+@pytest.mark.parametrize("held, expected", [
+    ({"storage.objects.get", "storage.objects.list"}, "cannot copy"),
+    ({"storage.objects.create", "storage.objects.delete", "storage.objects.list"},
+     "cannot check what the destination holds"),
+    ({"storage.objects.create", "storage.objects.delete", "storage.objects.get"},
+     "sync cannot compare listings"),
+    (set(), "cannot copy"),
+])
+def test_each_missing_permission_is_explained(world, held, expected):
+    dest = world.bucket()
+    configure(world, f"gs://{dest}")
+    world.rig.front.permissions[dest] = held
+    check = by_name(run(world))[f"destination gs://{dest}/"]
+    assert check["ok"] is False and expected in check["detail"]
+    assert "roles/storage.objectAdmin" in check["fix"]
+
+
+def test_missing_buckets_fail(world):
+    denied, never_created, fine = world.bucket(), "never-created-doctor-bucket", world.bucket()
+    configure(world, f"gs://{denied}, gs://{never_created}/p/, gs://{fine}")
+    world.rig.front.deny[denied] = 404
+
+    report = run(world)
+
+    checks = by_name(report)
+    for name in (f"gs://{denied}/", f"gs://{never_created}/p/"):
+        check = checks[f"destination {name}"]
+        assert check["ok"] is False and "does not exist" in check["detail"], check
+        assert "GCS_DESTINATIONS" in check["fix"]
+    assert checks[f"destination gs://{fine}/"]["ok"] is True
+    assert report["ok"] is False
+
+
+def test_bucket_refusing_all_access_fails(world):
+    dest = world.bucket()
+    configure(world, f"gs://{dest}")
+    world.rig.front.deny[dest] = 403
+    check = by_name(run(world))[f"destination gs://{dest}/"]
+    assert check["ok"] is False and "no access at all" in check["detail"]
+    assert "roles/storage.objectAdmin" in check["fix"]
+
+
+def test_write_probe_writes_overwrites_and_deletes_one_object(world):
+    plain, prefixed = world.bucket(), world.bucket()
+    configure(world, f"gs://{plain}, gs://{prefixed}/mirror/")
+
+    report = run(world, write_probe=True)
+
+    assert report["ok"] is True, doctor.format_table(report)
+    for bucket, prefix in ((plain, ""), (prefixed, "mirror/")):
+        detail = by_name(report)[f"destination gs://{bucket}/{prefix}"]["detail"]
+        assert f"created gs://{bucket}/{prefix}{PROBE}" in detail
+        assert "overwritten" in detail and "deleted" in detail
+        uploads = [p for m, p in world.rig.front.requests if m == "POST" and p == f"/upload/storage/v1/b/{bucket}/o"]
+        assert len(uploads) == 2  # created, then overwritten
+        deletes = [p for m, p in world.rig.front.requests
+                   if m == "DELETE" and p.startswith(f"/storage/v1/b/{bucket}/o/")]
+        assert len(deletes) == 1 and f"{prefix}{PROBE}".replace("/", "%2F") in deletes[0]
+        assert world.rig.gcs.list_objects(bucket) == []
+
+
+def test_write_probe_is_skipped_where_it_could_not_be_cleaned_up(world):
+    dest = world.bucket()
+    configure(world, f"gs://{dest}")
+    world.rig.front.permissions[dest] = {"storage.objects.create", "storage.objects.get", "storage.objects.list"}
+    check = by_name(run(world, write_probe=True))[f"destination gs://{dest}/"]
+    assert check["ok"] is False and "write probe not tried" in check["detail"]
+    assert writes(world) == []
+
+
+# -- configuration and credential configuration ----------------------------------------------------
+
+
+def test_bad_configuration_fails_and_later_checks_are_not_run(world):
+    configure(world, "s3://x")
+
+    report = run(world)
+
+    checks = report["checks"]
+    assert report["ok"] is False
+    assert checks[0]["check"] == "configuration" and checks[0]["ok"] is False
+    assert "GCS_DESTINATIONS" in checks[0]["detail"] and "s3://x" in checks[0]["detail"]
+    assert "GCS_DESTINATIONS" in checks[0]["fix"]
+    assert [c["check"] for c in checks[1:]] == [
+        "credential configuration", "aws identity", "token exchange", "destinations", "source bucket"]
+    assert all(not_run(c, "configuration") and c["fix"] is None for c in checks[1:])
+    assert world.rig.tokens.sts_calls == 0 and world.rig.front.requests == []
+
+
+def test_service_account_key_is_refused_with_the_opt_in_named(world):
+    dest = world.bucket()
+    key = world.tmp_path / "task" / "key.json"
+    key.write_text(json.dumps({
+        "type": "service_account", "project_id": "rig-project", "private_key_id": "abc123",
+        "private_key": FAKE_KEY, "client_email": DEFAULT_SERVICE_ACCOUNT,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }))
+    configure(world, f"gs://{dest}", GOOGLE_APPLICATION_CREDENTIALS="key.json")
+
+    report = run(world)
+
+    checks = by_name(report)
+    credential = checks["credential configuration"]
+    assert credential["ok"] is False
+    assert "service-account key" in credential["detail"]
+    assert "ALLOW_SERVICE_ACCOUNT_KEY=true" in credential["fix"]
+    assert "keyless" in credential["fix"] and "--credentials" in credential["fix"]
+    assert checks["aws identity"]["ok"] is True  # independent of the Google file
+    assert not_run(checks["token exchange"], "credential configuration")
+    assert not_run(checks[f"destination gs://{dest}/"], "credential configuration")
+
+
+def test_missing_credential_file_says_how_to_include_it(world):
+    configure(world, f"gs://{world.bucket()}", GOOGLE_APPLICATION_CREDENTIALS="missing.json")
+    credential = by_name(run(world))["credential configuration"]
+    assert credential["ok"] is False and "does not exist" in credential["detail"]
+    assert "./build.sh --credentials" in credential["fix"]
+
+
+def test_credential_configuration_with_wrong_source_is_refused(world):
+    config = world.rig.tokens.credential_config()
+    config["credential_source"] = {"file": "/var/run/token"}
+    config["subject_token_type"] = "urn:ietf:params:oauth:token-type:jwt"
+    (world.tmp_path / "task" / "oidc.json").write_text(json.dumps(config))
+    configure(world, f"gs://{world.bucket()}", GOOGLE_APPLICATION_CREDENTIALS="oidc.json")
+    credential = by_name(run(world))["credential configuration"]
+    assert credential["ok"] is False
+    assert "credential_source" in credential["detail"] and "subject_token_type" in credential["detail"]
+    assert "create-cred-config" in credential["fix"] and "--aws" in credential["fix"]
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+
+def test_source_bucket_that_does_not_exist_fails(world):
+    configure(world, f"gs://{world.bucket()}", SOURCE_BUCKETS=f"{world.source}, no-such-source-bucket")
+
+    report = run(world)
+
+    checks = by_name(report)
+    missing = checks["source bucket s3://no-such-source-bucket"]
+    assert missing["ok"] is False and "does not exist" in missing["detail"]
+    assert "SOURCE_BUCKETS" in missing["fix"]
+    assert checks[f"source bucket s3://{world.source}"]["ok"] is True
+    assert report["ok"] is False
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def test_format_table_of_a_broken_setup_shows_each_failure_and_its_fix(world):
+    creator_only, missing = world.bucket(), "never-created-doctor-bucket"
+    configure(world, f"gs://{creator_only}, gs://{missing}", SOURCE_BUCKETS="no-such-source-bucket")
+    world.rig.front.permissions[creator_only] = {
+        "storage.objects.create", "storage.objects.get", "storage.objects.list"}
+
+    report = run(world)
+    table = doctor.format_table(report)
+
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert len(failed) == 3
+    lines = table.splitlines()
+    for check in failed:
+        assert any(line.startswith("FAIL") and check["check"] in line for line in lines), check["check"]
+        assert f"fix: {check['fix'].splitlines()[0]}" in table
+    assert lines[-1] == f"3 of {len(report['checks'])} checks failed"
+    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 3
+
+
+def test_format_table_marks_checks_not_run(world):
+    configure(world, "s3://x")
+    table = doctor.format_table(run(world))
+    assert table.splitlines()[-1] == "6 of 6 checks failed (5 not run because an earlier check failed)"
+    assert table.count("not run: configuration failed") == 5
+
+
+def test_unexpected_errors_become_failed_checks_without_secrets(world, monkeypatch):
+    """The one patch here: a storage client builder that blows up, quoting a secret."""
+    import gcs_sync.handler
+
+    dest = world.bucket()
+    configure(world, f"gs://{dest}")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"boom with {AWS_SECRET_ACCESS_KEY} and {AWS_SESSION_TOKEN} inside")
+
+    monkeypatch.setattr(gcs_sync.handler, "gcs_client", broken)
+    report = run(world)  # asserts no secret in the output
+    check = by_name(report)[f"destination gs://{dest}/"]
+    assert check["ok"] is False and "RuntimeError" in check["detail"] and "boom" in check["detail"]
+    assert "[redacted]" in check["detail"]
