@@ -20,41 +20,13 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.rig import DEFAULT_AUDIENCE, DEFAULT_SERVICE_ACCOUNT, FakeGcsServer, GcsFront, GoogleTokenServer, LocalS3
-from tests.rig.s3 import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+from tests.conftest import Rig
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import lambda_function  # noqa: E402
-
-
-@dataclass
-class Rig:
-    s3: LocalS3
-    gcs: FakeGcsServer
-    front: GcsFront
-    tokens: GoogleTokenServer
-    s3_client: Any
-
-
-@pytest.fixture(scope="session")
-def rig(tmp_path_factory) -> Rig:
-    tokens = GoogleTokenServer(
-        aws_keys={AWS_ACCESS_KEY_ID: AWS_SECRET_ACCESS_KEY},
-        audience=DEFAULT_AUDIENCE,
-        service_account=DEFAULT_SERVICE_ACCOUNT,
-    ).start()
-    # The memory backend keeps names the filesystem one cannot (a trailing '/', '//', '.').
-    gcs = FakeGcsServer(tmp_path_factory.mktemp("fake-gcs"), backend="memory").start()
-    front = GcsFront(gcs.url, tokens).start()
-    s3 = LocalS3().start()
-    yield Rig(s3=s3, gcs=gcs, front=front, tokens=tokens, s3_client=s3.client())
-    s3.stop()
-    front.stop()
-    gcs.stop()
-    tokens.stop()
 
 
 @dataclass

@@ -1,0 +1,167 @@
+"""Cold-start cost of the deployment zip, measured in fresh interpreters on this machine.
+
+    python bench/cold_start.py [--zip PATH] [--runs 7]
+
+Builds the zip with ``./build.sh --no-docker`` unless ``--zip`` is given, unzips it, and times
+fresh ``python -I -S -B`` processes whose ``sys.path`` is the unzipped tree plus the standard
+library (``-B``: nothing is written back, like Lambda's read-only /var/task):
+
+  baseline      the interpreter alone (``pass``)
+  a: imports    ``import boto3, google.cloud.storage``
+  b: first call ``import lambda_function`` and a first invocation: settings, the Workload
+                Identity credential configuration, the S3 and GCS clients, then an s3:TestEvent.
+                Not included: the token exchange and the copy itself (network), and what they
+                import lazily.
+  b, no .pyc    b on a copy of the tree without __pycache__ (what a zip without .pyc costs)
+
+"in-process" is the time measured inside the child around the work; "process" is the wall
+clock of the whole child, interpreter start-up included. Medians of --runs runs, interleaved.
+Not a test: it only prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = """\
+import sys, time
+sys.path.insert(0, {tree!r})
+_t0 = time.perf_counter()
+{body}
+print("BENCH", time.perf_counter() - _t0)
+"""
+
+BODIES = {
+    "baseline": "pass",
+    "a": "import boto3, google.cloud.storage",
+    "b": (
+        "import lambda_function\n"
+        "lambda_function.lambda_handler("
+        "{'Service': 'Amazon S3', 'Event': 's3:TestEvent', 'Bucket': 'bench-source'}, None)"
+    ),
+}
+
+CREDENTIAL_CONFIG = {
+    "type": "external_account",
+    "audience": "//iam.googleapis.com/projects/123456789012/locations/global/"
+                "workloadIdentityPools/bench-pool/providers/bench-provider",
+    "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request",
+    "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/"
+                                         "serviceAccounts/bench@example.iam.gserviceaccount.com"
+                                         ":generateAccessToken",
+    "token_url": "https://sts.googleapis.com/v1/token",
+    "credential_source": {
+        "environment_id": "aws1",
+        "region_url": "http://169.254.169.254/latest/meta-data/placement/availability-zone",
+        "url": "http://169.254.169.254/latest/meta-data/iam/security-credentials",
+        "regional_cred_verification_url":
+            "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+    },
+}
+
+
+def build_zip(out_dir: Path) -> Path:
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHON_VERSION": version}
+    env.pop("SOURCE_DATE_EPOCH", None)
+    print(f"building the zip for Python {version} (./build.sh --no-docker) ...", file=sys.stderr)
+    result = subprocess.run(
+        ["bash", str(REPO / "build.sh"), "--no-docker", "--out", str(out_dir)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, check=True,
+    )
+    return Path(result.stdout.splitlines()[-1])
+
+
+def run_once(tree: Path, body: str, env: dict) -> tuple[float, float]:
+    code = CHILD.format(tree=str(tree), body=body)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", code],
+        cwd=tree, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        listing = " ".join(sorted(os.listdir(tree)))
+        sys.exit(f"the child failed in {tree}:\n{result.stderr[-3000:]}\n{tree} now holds: {listing}")
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("BENCH ")][-1]
+    return float(line.split()[1]), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--zip", type=Path, help="zip to measure (default: build one)")
+    parser.add_argument("--runs", type=int, default=7, help="runs per scenario (default 7)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-") as tmp:
+        tmp_path = Path(tmp)
+        zip_path = args.zip.resolve() if args.zip else build_zip(tmp_path / "dist")
+        tree = tmp_path / "tree"
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(tree)
+        tag = sys.implementation.cache_tag
+        if not (tree / "__pycache__" / f"lambda_function.{tag}.pyc").exists():
+            print(f"note: the zip has no {tag} .pyc for this interpreter ({sys.version.split()[0]}); "
+                  "the figures include compiling the sources", file=sys.stderr)
+        bare = tmp_path / "tree-no-pyc"
+        shutil.copytree(tree, bare, ignore=shutil.ignore_patterns("__pycache__"))
+
+        config = tmp_path / "wif-config.json"
+        config.write_text(json.dumps(CREDENTIAL_CONFIG))
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
+            "TMPDIR": tmp,
+            "GCS_DESTINATIONS": "gs://bench-bucket",
+            "GOOGLE_APPLICATION_CREDENTIALS": str(config),
+            "AWS_LAMBDA_FUNCTION_NAME": "gcs-sync-bench",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE00",
+            "AWS_SECRET_ACCESS_KEY": "bench/secret/key",
+            "AWS_SESSION_TOKEN": "bench-session-token",
+        }
+        scenarios = [
+            ("baseline", tree, BODIES["baseline"]),
+            ("a: import boto3 + google.cloud.storage", tree, BODIES["a"]),
+            ("b: import lambda_function + first call", tree, BODIES["b"]),
+            ("b, tree without .pyc", bare, BODIES["b"]),
+        ]
+        for _, where, body in scenarios:  # warm the OS file cache once
+            run_once(where, body, {**env, "LAMBDA_TASK_ROOT": str(where)})
+        timings: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in scenarios}
+        for _ in range(args.runs):
+            for name, where, body in scenarios:
+                timings[name].append(run_once(where, body, {**env, "LAMBDA_TASK_ROOT": str(where)}))
+
+        medians = {name: (statistics.median(t[0] for t in runs), statistics.median(t[1] for t in runs))
+                   for name, runs in timings.items()}
+        size = zip_path.stat().st_size
+        print(f"\nzip: {zip_path.name}  {size / 1e6:.1f} MB ({size / 2**20:.1f} MiB)   "
+              f"python {sys.version.split()[0]}   {os.cpu_count()} CPUs   median of {args.runs} runs")
+        width = max(len(name) for name in medians)
+        print(f"{'scenario':<{width}}  in-process  process")
+        for name, (inside, wall) in medians.items():
+            print(f"{name:<{width}}  {inside:9.3f}s  {wall:6.3f}s")
+        a = medians["a: import boto3 + google.cloud.storage"]
+        b = medians["b: import lambda_function + first call"]
+        nopyc = medians["b, tree without .pyc"]
+        print(f"ratio b/a: {b[0] / a[0]:.2f} in-process, {b[1] / a[1]:.2f} process;"
+              f"  .pyc save {nopyc[0] - b[0]:.2f}s per cold start (b)")
+
+
+if __name__ == "__main__":
+    main()

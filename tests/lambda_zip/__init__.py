@@ -1,0 +1,1 @@
+"""Tests of the deployment zip made by build.sh."""
