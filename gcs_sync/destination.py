@@ -14,12 +14,15 @@ from google.auth import exceptions as auth_exc
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from .config import Destination
+from .deadline import Deadline
 from .errors import ChecksumMismatch, CredentialsError, DestinationError, PreconditionFailed
 from .metadata import Digests, SourceState, user_metadata
 from .source import SourceObject
 
-# (connect, read) seconds for each HTTP request; the client's retry policy covers the rest.
-TIMEOUT = (10, 120)
+# Each HTTP request: connect within CONNECT seconds, each read within READ seconds (shortened
+# to the invocation's remaining time); all retries of one call end by the deadline too.
+CONNECT = 10.0
+READ = 120.0
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,20 @@ class Writer(Protocol):
 
 
 class GcsWriter:
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, deadline: Deadline | None = None):
         self._client = client
+        self._deadline = deadline or Deadline()
+
+    def _timeout(self) -> tuple[float, float]:
+        return (CONNECT, self._deadline.timeout(READ))
+
+    def _retry(self) -> Any:
+        return DEFAULT_RETRY.with_timeout(self._deadline.timeout(READ))
 
     def held(self, destination: Destination, name: str) -> HeldObject | None:
         blob = self._client.bucket(destination.bucket).blob(name)
         try:
-            blob.reload(timeout=TIMEOUT, retry=DEFAULT_RETRY)
+            blob.reload(timeout=self._timeout(), retry=self._retry())
         except gexc.NotFound as exc:
             if _bucket_missing(exc):
                 raise _bucket_not_found(destination) from exc
@@ -74,8 +84,8 @@ class GcsWriter:
                 content_type=obj.headers.get("content_type"),
                 if_generation_match=if_generation_match,
                 checksum=None,  # our digests above are computed once, from the bytes S3 sent
-                timeout=TIMEOUT,
-                retry=DEFAULT_RETRY,
+                timeout=self._timeout(),
+                retry=self._retry(),
             )
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, destination, name, "write") from exc
@@ -99,7 +109,7 @@ class GcsWriter:
         """Delete the object only while it is still ``generation``; absent already counts as done."""
         blob = self._client.bucket(destination.bucket).blob(name)
         try:
-            blob.delete(if_generation_match=generation, timeout=TIMEOUT, retry=DEFAULT_RETRY)
+            blob.delete(if_generation_match=generation, timeout=self._timeout(), retry=self._retry())
         except gexc.NotFound:
             return
         except Exception as exc:  # noqa: BLE001
@@ -111,7 +121,7 @@ class GcsWriter:
         try:
             blobs = self._client.list_blobs(
                 destination.bucket, prefix=destination.prefix or None, start_offset=first,
-                timeout=TIMEOUT, retry=DEFAULT_RETRY,
+                timeout=self._timeout(), retry=self._retry(),
             )
             for blob in blobs:
                 if blob.name > last:  # listings are in UTF-8 byte order, as str comparison is
@@ -124,7 +134,7 @@ class GcsWriter:
     def _discard(self, blob: Any, generation: int) -> None:
         """Remove an unverified object, only if it is still the one we wrote."""
         try:
-            blob.delete(if_generation_match=generation, timeout=TIMEOUT)
+            blob.delete(if_generation_match=generation, timeout=self._timeout())
         except Exception:  # noqa: BLE001 - best effort; the failure is reported either way
             pass
 

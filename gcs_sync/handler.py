@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from . import events, logs, metrics
 from .auth import GoogleAuth
 from .config import Settings
+from .deadline import Deadline
 from .destination import GcsWriter
 from .errors import CopyFailed, GcsSyncError
 from .events import BatchOperations, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
@@ -38,14 +39,17 @@ class Runtime:
     s3: Any
     writer: GcsWriter
     copier: Copier
+    deadline: Deadline
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
         auth = GoogleAuth.from_settings(settings)
         pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
         s3 = s3_client(pool)
-        writer = GcsWriter(gcs_client(settings, auth, pool))
-        return cls(settings, auth, s3, writer, Copier(settings, S3Source(s3), writer))
+        deadline = Deadline()
+        writer = GcsWriter(gcs_client(settings, auth, pool), deadline)
+        copier = Copier(settings, S3Source(s3, deadline), writer, deadline)
+        return cls(settings, auth, s3, writer, copier, deadline)
 
 
 class Container:
@@ -81,10 +85,11 @@ def s3_client(pool: int) -> Any:
     import boto3
     from botocore.config import Config
 
+    # Bounded: each attempt connects within 5 s and each socket read within 30 s.
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=10,
-        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=5,
+        read_timeout=30,
         max_pool_connections=max(10, pool),
     )
     return boto3.session.Session().client("s3", config=config)
@@ -114,6 +119,8 @@ def gcs_client(settings: Settings, auth: GoogleAuth, pool: int) -> Any:
 
 def handle(event: Any, context: Any, runtime: Runtime) -> Any:
     invocation = events.parse(event)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    runtime.deadline.start(remaining() if remaining else None)
     if isinstance(invocation, SqsBatch):
         return _sqs(invocation, runtime)
     if isinstance(invocation, BatchOperations):

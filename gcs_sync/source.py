@@ -8,6 +8,7 @@ from typing import Any, BinaryIO, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .deadline import Deadline
 from .errors import SourceChanged, SourceError, SourceGone
 from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState, plain_md5
 
@@ -60,8 +61,9 @@ class Source(Protocol):
 
 
 class S3Source:
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, deadline: Deadline | None = None):
         self._s3 = client
+        self._deadline = deadline or Deadline()
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
         params = {"Bucket": bucket, "Key": key}
@@ -88,6 +90,12 @@ class S3Source:
             body = self._s3.get_object(**params)["Body"]
             try:
                 for chunk in body.iter_chunks(READ_CHUNK):
+                    if self._deadline.expired():
+                        raise SourceError(
+                            f"{obj.url}: the invocation's time ran out after reading {digests.size} of "
+                            f"{obj.size} bytes; raise the function's timeout (the retry starts over)",
+                            retryable=True,
+                        )
                     digests.update(chunk)
                     sink.write(chunk)
             finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from .config import Destination, Settings
+from .deadline import Deadline
 from .destination import HeldObject, Writer
 from .errors import GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
 from .events import ObjectRef
@@ -170,10 +171,11 @@ class _Restart(Exception):
 
 
 class Copier:
-    def __init__(self, settings: Settings, source: Source, writer: Writer):
+    def __init__(self, settings: Settings, source: Source, writer: Writer, deadline: Deadline | None = None):
         self.settings = settings
         self.source = source
         self.writer = writer
+        self.deadline = deadline or Deadline()
         workers = settings.object_concurrency
         self._objects = ThreadPoolExecutor(workers, thread_name_prefix="gcs-sync-object")
         self._destinations = ThreadPoolExecutor(
@@ -192,7 +194,11 @@ class Copier:
 
     def copy(self, ref: ObjectRef, staging: Staging) -> ObjectReport:
         report, targets = self._targets(ref)
-        if targets:
+        if targets and self.deadline.expired():
+            report.results.extend(self._result(d, n, FAILED, retryable=True, error=(
+                f"{ref.url}: not started, the invocation's time ran out; Lambda's retry copies it "
+                "(raise the function's timeout if this repeats)")) for d, n in targets)
+        elif targets:
             try:
                 report.results.extend(self._copy_to(ref, targets, staging))
             except SourceGone as exc:
