@@ -21,6 +21,7 @@ _SPLIT = re.compile(r"[\s,]+")
 _BUCKET_COMPONENT = re.compile(r"^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+MIB = 1024 * 1024
 _COMPAT_BUCKET = re.compile(r"^GCS_BUCKET_NAME_(.+)$")
 
 
@@ -79,6 +80,8 @@ class Settings:
     mirror_deletes: bool = False
     staging_dir: str = field(default_factory=tempfile.gettempdir)
     object_concurrency: int = 4
+    stream_threshold: int = 64 * MIB  # objects this large stream instead of staging
+    stream_chunk: int = 8 * MIB
     log_level: str = "INFO"
     aws_region: str | None = None
     aws_keys_present: bool = False
@@ -134,6 +137,9 @@ class Settings:
             env, "OBJECT_CONCURRENCY", max(2, min(16, memory_mb // 256)), problems, minimum=1
         )
 
+        stream_threshold = _int(env, "STREAM_THRESHOLD_MB", 64, problems, minimum=0)
+        stream_chunk = _int(env, "STREAM_CHUNK_MB", 8, problems, minimum=1)
+
         staging_dir = env.get("STAGING_DIR", "").strip() or tempfile.gettempdir()
         if not os.path.isdir(staging_dir):
             problems.append(f"STAGING_DIR: {staging_dir!r} is not a directory")
@@ -161,6 +167,8 @@ class Settings:
             mirror_deletes=mirror_deletes,
             staging_dir=staging_dir,
             object_concurrency=concurrency,
+            stream_threshold=stream_threshold * MIB,
+            stream_chunk=stream_chunk * MIB,
             log_level=log_level,
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None),
             aws_keys_present=bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")),

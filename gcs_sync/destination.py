@@ -45,9 +45,12 @@ class Writer(Protocol):
 
 
 class GcsWriter:
-    def __init__(self, client: Any, deadline: Deadline | None = None):
+    def __init__(self, client: Any, deadline: Deadline | None = None, *, session: Any = None,
+                 endpoint: str | None = None):
         self._client = client
         self._deadline = deadline or Deadline()
+        self.session = session  # the authorized HTTP session, for the streaming path's uploads
+        self.endpoint = endpoint or "https://storage.googleapis.com"
 
     def _timeout(self) -> tuple[float, float]:
         return (CONNECT, self._deadline.timeout(READ))
@@ -130,6 +133,9 @@ class GcsWriter:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, destination, first, "list") from exc
         return held
+
+    def discard(self, destination: Destination, name: str, generation: int) -> None:
+        self._discard(self._client.bucket(destination.bucket).blob(name), generation)
 
     def _discard(self, blob: Any, generation: int) -> None:
         """Remove an unverified object, only if it is still the one we wrote."""

@@ -47,7 +47,8 @@ class Runtime:
         pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
         s3 = s3_client(pool)
         deadline = Deadline()
-        writer = GcsWriter(gcs_client(settings, auth, pool), deadline)
+        client = gcs_client(settings, auth, pool)
+        writer = GcsWriter(client, deadline, session=client._http, endpoint=settings.gcs_api_endpoint)
         copier = Copier(settings, S3Source(s3, deadline), writer, deadline)
         return cls(settings, auth, s3, writer, copier, deadline)
 

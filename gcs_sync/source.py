@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -9,10 +12,12 @@ from typing import Any, BinaryIO, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .deadline import Deadline
-from .errors import SourceChanged, SourceError, SourceGone
+from .errors import SourceChanged, SourceError, SourceGone, StagingError
 from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState, plain_md5
 
 READ_CHUNK = 1024 * 1024
+READ_ATTEMPTS = 4
+log = logging.getLogger(__name__)
 _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 _CHANGED = {"PreconditionFailed", "412"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
@@ -81,29 +86,22 @@ class S3Source:
         return _source_object(bucket, key, response)
 
     def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests:
-        """Stream the pinned state into ``sink``; return its digests after checking size and MD5."""
-        params = {"Bucket": obj.bucket, "Key": obj.key, "IfMatch": f'"{obj.etag}"'}
-        if obj.version_id:
-            params["VersionId"] = obj.version_id
+        """Stream the pinned state into ``sink``; return its digests after checking size and MD5.
+
+        A read cut off midway (reset, timeout, throttling) resumes from the byte reached, still
+        pinned to the same version / ETag, up to READ_ATTEMPTS times with jittered backoff.
+        """
         digests = Digests()
-        try:
-            body = self._s3.get_object(**params)["Body"]
+        for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                for chunk in body.iter_chunks(READ_CHUNK):
-                    if self._deadline.expired():
-                        raise SourceError(
-                            f"{obj.url}: the invocation's time ran out after reading {digests.size} of "
-                            f"{obj.size} bytes; raise the function's timeout (the retry starts over)",
-                            retryable=True,
-                        )
-                    digests.update(chunk)
-                    sink.write(chunk)
-            finally:
-                body.close()
-        except ClientError as exc:
-            raise _translate(exc, obj.url, "GET") from exc
-        except BotoCoreError as exc:
-            raise SourceError(f"{obj.url}: reading from S3 failed ({exc})", retryable=True) from exc
+                self._read_from(obj, sink, digests)
+                break
+            except SourceError as exc:
+                if not exc.retryable or attempt == READ_ATTEMPTS or self._deadline.expired():
+                    raise
+                log.info("source read resumed", extra={"fields": {
+                    "source": obj.url, "offset": digests.size, "attempt": attempt, "error": str(exc)}})
+                time.sleep(random.uniform(0, min(4.0, 0.25 * 2 ** attempt)))
         if digests.size != obj.size:
             raise SourceError(
                 f"{obj.url}: read {digests.size} bytes, expected {obj.size}; will retry", retryable=True
@@ -113,6 +111,38 @@ class S3Source:
                 f"{obj.url}: the bytes read do not match the object's MD5 ETag; will retry", retryable=True
             )
         return digests
+
+    def _read_from(self, obj: SourceObject, sink: BinaryIO, digests: Digests) -> None:
+        params = {"Bucket": obj.bucket, "Key": obj.key, "IfMatch": f'"{obj.etag}"'}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        if digests.size:
+            if digests.size >= obj.size:
+                return
+            params["Range"] = f"bytes={digests.size}-"
+        try:
+            body = self._s3.get_object(**params)["Body"]
+            try:
+                for chunk in body.iter_chunks(READ_CHUNK):
+                    if self._deadline.expired():
+                        raise SourceError(
+                            f"{obj.url}: the invocation's time ran out after reading {digests.size} of "
+                            f"{obj.size} bytes; raise the function's timeout",
+                            retryable=True,
+                        )
+                    try:
+                        sink.write(chunk)
+                    except OSError as exc:  # the staging disk, not S3
+                        raise StagingError(f"{obj.url}: cannot write the staged copy ({exc.strerror}); "
+                                           "raise the function's ephemeral storage") from exc
+                    digests.update(chunk)
+            finally:
+                body.close()
+        except ClientError as exc:
+            raise _translate(exc, obj.url, "GET") from exc
+        except (BotoCoreError, ConnectionError, OSError) as exc:
+            raise SourceError(f"{obj.url}: reading from S3 failed ({type(exc).__name__}); will retry",
+                              retryable=True) from exc
 
     def _raise_if_bucket_missing(self, bucket: str, where: str) -> None:
         """A HEAD 404 does not say whether the key or the bucket is missing: ask once."""

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 from .config import Destination, Settings
 from .deadline import Deadline
 from .destination import HeldObject, Writer
-from .errors import GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
+from .errors import ChecksumMismatch, GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
 from .events import ObjectRef
 from .metadata import Digests, SourceState, object_name_problem
 from .ordering import Decision, compare_sequencers, decide, same_state
@@ -133,6 +133,10 @@ class Staging:
         for entry in entries:
             if entry.startswith(STAGING_PREFIX):
                 shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+
+    def fits(self, size: int) -> bool:
+        with self._lock:
+            return size <= shutil.disk_usage(self.dir).free - self._reserved
 
     @contextmanager
     def file(self, size: int, what: str) -> Iterator[str]:
@@ -356,6 +360,8 @@ class Copier:
 
     def _stage_and_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
                          staging: Staging, started: float) -> dict:
+        if obj.size >= self.settings.stream_threshold or not staging.fits(obj.size):
+            return self._stream_and_write(obj, state, targets, to_write, started)
         with staging.file(obj.size, obj.url) as path:
             with open(path, "wb") as sink:
                 digests = self.source.read_into(obj, sink)
@@ -364,6 +370,71 @@ class Copier:
                 to_write,
             )
         return {i: result for (i, _), result in zip(to_write, results)}
+
+    def _stream_and_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
+                          started: float) -> dict:
+        """Read once, feeding resumable uploads at every destination as the bytes arrive."""
+        from .streaming import ChunkSink, DestinationStream, Feeder, verify
+
+        feeders = {}
+        for i, plan in to_write:
+            destination, name = targets[i]
+            feeders[i] = Feeder(DestinationStream(
+                self.writer.session, self.writer.endpoint, destination, name, obj, state,
+                plan.held.generation if plan.held else 0, self.settings.stream_chunk, self.deadline))
+        running = [self._destinations.submit(f.run) for f in feeders.values()]
+
+        def emit(offset: int, piece: bytes) -> None:
+            for feeder in feeders.values():
+                feeder.put(offset, piece)
+
+        sink = ChunkSink(self.settings.stream_chunk, emit)
+        try:
+            digests = self.source.read_into(obj, sink)
+        except BaseException:
+            for feeder in feeders.values():
+                feeder.close()  # without the last chunk: nothing is finalized
+            for future in running:
+                future.result()
+            for feeder in feeders.values():
+                feeder.stream.cancel()
+            raise
+        for feeder in feeders.values():
+            feeder.put(*sink.last())
+            feeder.close()
+        for future in running:
+            future.result()
+
+        results = {}
+        for i, feeder in feeders.items():
+            destination, name = targets[i]
+            if feeder.error is None:
+                try:
+                    verify(feeder.stream, digests)
+                    results[i] = self._result(destination, name, COPIED, nbytes=digests.size, started=started)
+                except ChecksumMismatch as exc:
+                    generation = int((feeder.stream.result or {}).get("generation", 0))
+                    if generation:
+                        self.writer.discard(destination, name, generation)
+                    results[i] = self._result(destination, name, FAILED, error=str(exc), retryable=True,
+                                              started=started)
+            elif isinstance(feeder.error, PreconditionFailed):
+                results[i] = self._after_conflict(destination, name, state, started)
+            else:
+                results[i] = self._result(destination, name, FAILED, error=str(feeder.error),
+                                          retryable=feeder.error.retryable, started=started)
+        return results
+
+    def _after_conflict(self, destination: Destination, name: str, state: SourceState, started: float):
+        """Another writer got there first (412): look again; a write that is still due restarts."""
+        try:
+            held = self.writer.held(destination, name)
+            decision = self._decide(state, held)
+        except _Restart:
+            return _RESTART
+        except GcsSyncError as exc:
+            return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
+        return _RESTART if decision is Decision.WRITE else self._result(destination, name, decision.value, started=started)
 
     def _write(self, target, held: HeldObject | None, path: str, obj: SourceObject,
                state: SourceState, digests: Digests, started: float):

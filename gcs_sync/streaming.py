@@ -1,0 +1,225 @@
+"""The streaming path: objects too large to stage (or over STREAM_THRESHOLD_MB).
+
+The source is read once, in chunks, and each chunk is fed to a resumable upload at every
+destination while the next chunk is read. Memory is bounded: one chunk being read plus at most
+``QUEUE_DEPTH`` chunks waiting per destination. The read is pinned like the staged one; the
+final chunk is held back until the whole read is verified (size, and MD5 when the ETag is one),
+so a bad read never finalizes an object; each finished upload is then checked against the
+source's CRC32C and MD5. Uploads are conditional on the generation seen, as in the staged path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import threading
+from typing import Any, Callable
+from urllib.parse import quote
+
+from .config import Destination
+from .deadline import Deadline
+from .errors import ChecksumMismatch, DestinationError, GcsSyncError, PreconditionFailed
+from .metadata import Digests, SourceState, user_metadata
+from .source import SourceObject
+
+QUEUE_DEPTH = 2
+_DONE = object()
+
+UPLOAD_BASE = "https://storage.googleapis.com"
+
+
+class ChunkWindow:
+    """The stream a resumable upload reads from: the current chunk at its offset in the object."""
+
+    def __init__(self) -> None:
+        self._start = 0
+        self._data = b""
+        self._pos = 0
+
+    def put(self, offset: int, data: bytes) -> None:
+        self._start, self._data, self._pos = offset, data, offset
+
+    def read(self, size: int = -1) -> bytes:
+        begin = self._pos - self._start
+        end = len(self._data) if size is None or size < 0 else begin + size
+        out = self._data[begin:end]
+        self._pos += len(out)
+        return out
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or not self._start <= pos <= self._start + len(self._data):
+            raise ValueError("a resumable upload may only rewind within the chunk being sent")
+        self._pos = pos
+        return pos
+
+
+class DestinationStream:
+    """One resumable upload, fed chunk by chunk."""
+
+    def __init__(self, session: Any, endpoint: str, destination: Destination, name: str,
+                 obj: SourceObject, state: SourceState, if_generation_match: int,
+                 chunk_size: int, deadline: Deadline):
+        from google import resumable_media
+        from google.resumable_media.requests import ResumableUpload
+
+        self.destination, self.name = destination, name
+        self.where = f"gs://{destination.bucket}/{name}"
+        self._session, self._deadline, self._window = session, deadline, ChunkWindow()
+        url = (f"{endpoint}/upload/storage/v1/b/{quote(destination.bucket, safe='')}/o"
+               f"?uploadType=resumable&ifGenerationMatch={if_generation_match}")
+        self._upload = ResumableUpload(url, chunk_size)
+        left = deadline.remaining()
+        self._upload._retry_strategy = resumable_media.RetryStrategy(  # bounded by the deadline
+            max_cumulative_retry=max(1.0, left) if left is not None else 120.0)
+        self._metadata = {"name": name, "metadata": {**user_metadata(obj.user_metadata), **state.to_metadata()},
+                          **{_JSON_FIELDS[attr]: value for attr, value in obj.headers.items()}}
+        if obj.md5_hex:  # Cloud Storage refuses to finalize bytes that do not match
+            self._metadata["md5Hash"] = base64.b64encode(bytes.fromhex(obj.md5_hex)).decode("ascii")
+        self._content_type = obj.headers.get("content_type") or "application/octet-stream"
+        self._size = obj.size
+        self.result: dict | None = None
+
+    def _timeout(self) -> tuple[float, float]:
+        return (10.0, self._deadline.timeout(120.0))
+
+    def open(self) -> None:
+        self._call(lambda: self._upload.initiate(
+            self._session, self._window, self._metadata, self._content_type,
+            total_bytes=self._size, stream_final=False, timeout=self._timeout()), "start the upload")
+
+    def send(self, offset: int, chunk: bytes) -> None:
+        self._window.put(offset, chunk)
+        end = offset + len(chunk)
+        while self._window.tell() < end or (self._size == 0 and not self._upload.finished):
+            response = self._call(self._transmit, "upload")
+            if self._upload.finished:
+                self.result = json.loads(response.content or b"{}")
+                return
+
+    def _transmit(self) -> Any:
+        try:
+            return self._upload.transmit_next_chunk(self._session, timeout=self._timeout())
+        except Exception:
+            if self._upload.invalid:  # ask the server how far it got, rewind within the chunk
+                self._upload.recover(self._session)
+            raise
+
+    def cancel(self) -> None:
+        url = self._upload.resumable_url
+        if url and not self._upload.finished:
+            try:
+                self._session.delete(url, timeout=(5.0, 10.0))
+            except Exception:  # noqa: BLE001 - an abandoned session expires by itself
+                pass
+
+    def _call(self, fn: Callable[[], Any], action: str) -> Any:
+        from google.resumable_media import InvalidResponse
+
+        try:
+            return fn()
+        except InvalidResponse as exc:
+            status = getattr(exc.response, "status_code", 0)
+            if status == 412:
+                raise PreconditionFailed(f"{self.where}: changed while we were writing; looking again") from exc
+            if status in (401, 403):
+                raise DestinationError(
+                    f"{self.where}: permission denied ({status}) on {action}. Grant the service account "
+                    f"Storage Object Admin (roles/storage.objectAdmin) on gs://{self.destination.bucket}.",
+                    retryable=False) from exc
+            if status == 404:
+                raise DestinationError(f"{self.where}: bucket {self.destination.bucket!r} does not exist "
+                                       "or the service account cannot see it", retryable=False) from exc
+            raise DestinationError(f"{self.where}: could not {action} (HTTP {status})",
+                                   retryable=status in (408, 429) or status >= 500) from exc
+        except GcsSyncError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transport errors after the library's own retries
+            raise DestinationError(f"{self.where}: could not {action} ({type(exc).__name__}); will retry",
+                                   retryable=True) from exc
+
+
+_JSON_FIELDS = {
+    "content_type": "contentType",
+    "content_encoding": "contentEncoding",
+    "content_disposition": "contentDisposition",
+    "content_language": "contentLanguage",
+    "cache_control": "cacheControl",
+}
+
+
+def verify(stream: DestinationStream, digests: Digests) -> int:
+    """Compare the finished object with the source's digests; return its generation."""
+    result = stream.result or {}
+    crc, md5, size = result.get("crc32c"), result.get("md5Hash"), int(result.get("size", -1))
+    if crc != digests.crc32c_b64 or (md5 and md5 != digests.md5_b64) or size != digests.size:
+        raise ChecksumMismatch(
+            f"{stream.where}: Cloud Storage reports crc32c {crc} / md5 {md5} / {size} bytes, the source "
+            f"has crc32c {digests.crc32c_b64} / md5 {digests.md5_b64} / {digests.size} bytes")
+    return int(result.get("generation", 0))
+
+
+class ChunkSink:
+    """Where the source read writes: hands out whole chunks, always holding the latest one back.
+
+    The held-back chunk is the object's last: it is sent only after the read is verified.
+    """
+
+    def __init__(self, chunk_size: int, emit: Callable[[int, bytes], None]):
+        self._chunk_size, self._emit = chunk_size, emit
+        self._buffer = bytearray()
+        self._offset = 0
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        while len(self._buffer) > self._chunk_size:
+            piece = bytes(self._buffer[:self._chunk_size])
+            del self._buffer[:self._chunk_size]
+            self._emit(self._offset, piece)
+            self._offset += len(piece)
+        return len(data)
+
+    def last(self) -> tuple[int, bytes]:
+        return self._offset, bytes(self._buffer)
+
+
+class Feeder:
+    """A worker per destination, fed through a bounded queue so reading overlaps uploading."""
+
+    def __init__(self, stream: DestinationStream):
+        self.stream = stream
+        self.error: GcsSyncError | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.stream.open()
+            while True:
+                item = self._queue.get()
+                if item is _DONE:
+                    return
+                self.stream.send(*item)
+        except Exception as exc:  # noqa: BLE001 - recorded; the reader must never block on us
+            self.error = exc if isinstance(exc, GcsSyncError) else DestinationError(
+                f"{self.stream.where}: upload failed: {type(exc).__name__}: {exc}", retryable=True)
+            self._drain()
+        finally:
+            self.finished.set()
+
+    def put(self, offset: int, chunk: bytes) -> None:
+        if self.error is None and not self.finished.is_set():
+            self._queue.put((offset, chunk))
+
+    def close(self) -> None:
+        if not self.finished.is_set():
+            self._queue.put(_DONE)
+
+    def _drain(self) -> None:
+        """After a failure keep taking chunks so the reader never blocks on this destination."""
+        while True:
+            if self._queue.get() is _DONE:
+                return

@@ -1,0 +1,123 @@
+"""The streaming path (objects over STREAM_THRESHOLD_MB, or larger than the free staging space),
+exercised with a tiny threshold and chunk so CI stays fast."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import gcs_sync.source
+import gcs_sync.transfer
+from gcs_sync.errors import CopyFailed
+
+MIB = 1024 * 1024
+
+
+def stream_everything(world, destinations: str) -> None:
+    world.configure(destinations, STREAM_THRESHOLD_MB="0", STREAM_CHUNK_MB="1")
+
+
+@pytest.mark.parametrize("size", [0, 1, 256 * 1024, MIB - 1, MIB, 2 * MIB, 3 * MIB + 17])
+def test_streamed_objects_land_whole_at_every_destination(world, size):
+    plain, prefixed = world.bucket(), world.bucket()
+    stream_everything(world, f"gs://{plain} gs://{prefixed}/p/")
+    body = os.urandom(size)
+    summary = world.notify(world.put("big/file.bin", body, ContentType="application/x-big",
+                                     CacheControl="no-cache", Metadata={"k": "v"}))
+    assert summary["copied"] == 1 and summary["bytes"] == 2 * size, summary
+    for bucket, name in ((plain, "big/file.bin"), (prefixed, "p/big/file.bin")):
+        assert world.gcs_bytes(bucket, name) == body
+        meta = world.gcs_object(bucket, name)
+        assert meta["contentType"] == "application/x-big" and meta["cacheControl"] == "no-cache"
+        assert meta["metadata"]["k"] == "v" and meta["metadata"]["gcs-sync-source-key"] == "big/file.bin"
+    if size > MIB:  # really chunked: several requests to one resumable session
+        puts = [p for m, p in world.rig.front.requests if m == "PUT" and p.startswith("/upload/")]
+        assert len(puts) >= 2 * ((size + MIB - 1) // MIB)
+
+
+def test_the_staging_disk_is_not_used_when_streaming(world, monkeypatch):
+    dest = world.bucket()
+    stream_everything(world, f"gs://{dest}")
+    files = []
+    original = gcs_sync.transfer.Staging.file
+
+    def watched(self, size, what):
+        files.append(what)
+        return original(self, size, what)
+
+    monkeypatch.setattr(gcs_sync.transfer.Staging, "file", watched)
+    world.notify(world.put("s.bin", os.urandom(2 * MIB)))
+    assert files == [] and world.staging_leftovers() == []
+
+
+def test_an_object_larger_than_the_free_space_streams_instead_of_failing(world, monkeypatch):
+    dest = world.bucket()
+    world.configure(f"gs://{dest}", STREAM_CHUNK_MB="1")  # default threshold: 64 MiB
+
+    class Tiny:
+        free = 100 * 1024
+
+    monkeypatch.setattr(gcs_sync.transfer.shutil, "disk_usage", lambda path: Tiny)
+    body = os.urandom(MIB + 5)
+    small = world.put("small.txt", b"fits")
+    summary = world.notify(world.put("large.bin", body), small)
+    assert summary["copied"] == 2
+    assert world.gcs_bytes(dest, "large.bin") == body and world.gcs_bytes(dest, "small.txt") == b"fits"
+
+
+def test_a_bad_read_finalizes_nothing(world, monkeypatch):
+    dest = world.bucket()
+    stream_everything(world, f"gs://{dest}")
+    # Make the source's MD5 ETag disagree with the bytes: the read is refused after the last byte,
+    # and the held-back final chunk is never sent.
+    monkeypatch.setattr(gcs_sync.source, "plain_md5", lambda etag, **kw: "0" * 32)
+    monkeypatch.setattr(gcs_sync.source, "READ_ATTEMPTS", 1)
+    with pytest.raises(CopyFailed) as caught:
+        world.notify(world.put("bad.bin", os.urandom(3 * MIB)))
+    assert "MD5" in str(caught.value) and f"gs://{dest}/bad.bin" in str(caught.value)
+    assert world.gcs_object(dest, "bad.bin") is None
+
+
+def test_a_concurrent_newer_write_wins_over_a_streamed_older_one(world, monkeypatch):
+    dest = world.bucket()
+    stream_everything(world, f"gs://{dest}")
+    old = world.put("race.bin", os.urandom(2 * MIB))
+    world.notify(old)
+    new_body = os.urandom(2 * MIB)
+    world.rig.s3_client.put_object(Bucket=world.source, Key="race.bin", Body=new_body)
+    # The late event for the old state reads the current state (unversioned bucket), so it
+    # copies the new bytes; a second copy of the same event after that is already current.
+    assert world.notify(old)["copied"] == 1
+    assert world.gcs_bytes(dest, "race.bin") == new_body
+    assert world.notify(old)["already_current"] == 1
+
+
+def test_a_412_at_initiation_looks_again(world, monkeypatch):
+    import gcs_sync.streaming as streaming
+    import lambda_function
+    from gcs_sync.events import ObjectRef
+
+    dest = world.bucket()
+    stream_everything(world, f"gs://{dest}")
+    world.notify(world.put("c.bin", os.urandom(MIB + 1)))
+    second = os.urandom(MIB + 2)
+    record = world.put("c.bin", second)
+    original = streaming.DestinationStream.open
+    raced = []
+
+    def racing_open(self):
+        """Just before our upload starts, another container copies the same newest state."""
+        if not raced:
+            raced.append(True)
+            runtime = lambda_function._container.runtime
+            other = gcs_sync.transfer.Copier(runtime.settings, runtime.copier.source, runtime.writer)
+            with gcs_sync.transfer.Staging(str(world.staging)) as staging:
+                assert other.copy(ObjectRef(world.source, "c.bin"), staging).outcome == "copied"
+        return original(self)
+
+    monkeypatch.setattr(streaming.DestinationStream, "open", racing_open)
+    summary = world.notify(record)
+    assert raced and summary["failed"] == 0 and summary["already_current"] == 1, summary
+    assert world.gcs_bytes(dest, "c.bin") == second
+    assert world.staging_leftovers() == []
