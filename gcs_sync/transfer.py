@@ -284,7 +284,9 @@ class Copier:
             except SourceGone:
                 raise
             except GcsSyncError as exc:
-                return [self._result(d, n, FAILED, error=str(exc), retryable=exc.retryable) for d, n in targets]
+                for i in pending:
+                    done[i] = self._result(*targets[i], FAILED, error=str(exc), retryable=exc.retryable)
+                break
             for field_name in obj.unmapped:
                 log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
             state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
