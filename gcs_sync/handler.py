@@ -237,13 +237,21 @@ def process(refs: Iterable[ObjectRef], runtime: Runtime) -> list[ObjectReport]:
         runtime.auth.ensure_token()
         if settings.in_lambda:
             Staging.sweep(settings.staging_dir)
+        # One copy per object state, however often the batch announces it (e.g. a multipart
+        # upload's Put and CompleteMultipartUpload): duplicates share the first one's report.
+        first: dict[tuple, int] = {}
+        for i in work:
+            first.setdefault((refs[i].bucket, refs[i].key, refs[i].version_id, refs[i].removed), i)
+        unique = sorted(set(first.values()))
         with Staging(settings.staging_dir) as staging:
-            for i, report in zip(work, runtime.copier.copy_all([refs[i] for i in work], staging)):
-                reports[i] = report
+            done = dict(zip(unique, runtime.copier.copy_all([refs[i] for i in unique], staging)))
+        for i in work:
+            reports[i] = done[first[(refs[i].bucket, refs[i].key, refs[i].version_id, refs[i].removed)]]
     return [r for r in reports if r is not None]
 
 
 def summarize(reports: list[ObjectReport], *, ignored: Iterable[str] = (), problems: Iterable[str] = ()) -> dict:
+    reports = list({id(r): r for r in reports}.values())  # an object announced twice counts once
     counts: dict[str, int] = {}
     for report in reports:
         counts[report.outcome] = counts.get(report.outcome, 0) + 1

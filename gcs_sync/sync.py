@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator
 
 from .config import Settings
 from .destination import GcsWriter
-from .errors import EventError, SourceError
+from .errors import EventError, GcsSyncError, SourceError
 from .events import ObjectRef, SyncRequest
 from .ordering import Decision, decide
 from .metadata import SourceState
-from .transfer import Copier, ObjectReport, Staging
+from .transfer import FAILED, Copier, ObjectReport, Staging
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,21 @@ def run(request: SyncRequest, settings: Settings, s3: Any, copier: Copier, write
                 summary["to_copy"] += len(needed)
                 if request.dry_run:
                     would_copy.extend(item.key for item in needed)
-                elif needed:
-                    reports.extend(copier.copy_all([item.ref(bucket) for item in needed], staging))
-                last_done = chunk[-1].key
+                    chunk_reports = []
+                else:
+                    chunk_reports = copier.copy_all([item.ref(bucket) for item in needed], staging)
+                    reports.extend(chunk_reports)
                 budget.chunk_took(time.monotonic() - began)
+                # A failure that a retry can fix (time ran out, throttling) ends this run just
+                # before that key, so the continuation copies it; others are reported and passed.
+                retry_from = next((item.key for item, report in zip(needed, chunk_reports)
+                                   if report.outcome == FAILED and report.retryable), None)
+                if retry_from is not None:
+                    done_before = [item.key for item in chunk if item.key < retry_from]
+                    last_done = done_before[-1] if done_before else last_done
+                    stopped = True
+                    break
+                last_done = chunk[-1].key
             if stopped:
                 break
     if stopped:
@@ -157,7 +168,13 @@ def _needing_copy(items: list[Listed], bucket: str, settings: Settings, writer: 
         mapped = {destination.object_name(i.key): i for i in items if destination.maps(i.key)}
         if not mapped:
             continue
-        held = writer.list_held(destination, min(mapped), max(mapped))
+        try:
+            held = writer.list_held(destination, min(mapped), max(mapped))
+        except GcsSyncError as exc:  # the copies will fail at this destination, each named
+            log.warning("destination listing failed", extra={"fields": {
+                "destination": destination.url, "error": str(exc)}})
+            needed.update(i.key for i in mapped.values())
+            continue
         for name, item in mapped.items():
             copy = held.get(name)
             decision = decide(item.state(bucket), copy.source if copy else None)
