@@ -80,7 +80,7 @@ class Settings:
     mirror_deletes: bool = False
     staging_dir: str = field(default_factory=tempfile.gettempdir)
     object_concurrency: int = 4
-    stream_threshold: int = 64 * MIB  # objects this large stream instead of staging
+    stream_threshold: int = 8 * MIB  # objects this large stream instead of staging
     stream_chunk: int = 8 * MIB
     log_level: str = "INFO"
     aws_region: str | None = None
@@ -137,7 +137,7 @@ class Settings:
             env, "OBJECT_CONCURRENCY", max(2, min(16, memory_mb // 256)), problems, minimum=1
         )
 
-        stream_threshold = _int(env, "STREAM_THRESHOLD_MB", 64, problems, minimum=0)
+        stream_threshold = _int(env, "STREAM_THRESHOLD_MB", 8, problems, minimum=0)
         stream_chunk = _int(env, "STREAM_CHUNK_MB", 8, problems, minimum=1)
 
         staging_dir = env.get("STAGING_DIR", "").strip() or tempfile.gettempdir()

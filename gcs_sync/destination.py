@@ -23,6 +23,7 @@ from .source import SourceObject
 # to the invocation's remaining time); all retries of one call end by the deadline too.
 CONNECT = 10.0
 READ = 120.0
+UPLOAD_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class GcsWriter:
         self, destination: Destination, name: str, path: str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject:
-        blob = self._client.bucket(destination.bucket).blob(name)
+        # A bounded chunk: otherwise the client holds up to 100 MiB per upload in memory.
+        blob = self._client.bucket(destination.bucket).blob(name, chunk_size=UPLOAD_CHUNK)
         for attr, value in obj.headers.items():
             setattr(blob, attr, value)
         blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}

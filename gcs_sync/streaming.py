@@ -170,20 +170,26 @@ class ChunkSink:
 
     def __init__(self, chunk_size: int, emit: Callable[[int, bytes], None]):
         self._chunk_size, self._emit = chunk_size, emit
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []  # joined once per chunk: no per-write copying
+        self._held = 0
         self._offset = 0
 
     def write(self, data: bytes) -> int:
-        self._buffer += data
-        while len(self._buffer) > self._chunk_size:
-            piece = bytes(self._buffer[:self._chunk_size])
-            del self._buffer[:self._chunk_size]
-            self._emit(self._offset, piece)
-            self._offset += len(piece)
+        self._pieces.append(bytes(data))
+        self._held += len(data)
+        if self._held > self._chunk_size:
+            joined = b"".join(self._pieces)
+            cut = 0
+            while len(joined) - cut > self._chunk_size:
+                self._emit(self._offset, joined[cut:cut + self._chunk_size])
+                self._offset += self._chunk_size
+                cut += self._chunk_size
+            rest = joined[cut:]
+            self._pieces, self._held = [rest], len(rest)
         return len(data)
 
     def last(self) -> tuple[int, bytes]:
-        return self._offset, bytes(self._buffer)
+        return self._offset, b"".join(self._pieces)
 
 
 class Feeder:

@@ -279,11 +279,15 @@ class Copier:
         pending = list(range(len(targets)))
         for attempt in range(SOURCE_ATTEMPTS):
             started = time.monotonic()
+            # What each destination holds is looked up while S3 answers the HEAD.
+            lookups = {i: self._destinations.submit(self._held, targets[i]) for i in pending}
             try:
                 obj = self.source.head(ref.bucket, ref.key, ref.version_id)
-            except SourceGone:
-                raise
             except GcsSyncError as exc:
+                for future in lookups.values():
+                    future.result()
+                if isinstance(exc, SourceGone):
+                    raise
                 for i in pending:
                     done[i] = self._result(*targets[i], FAILED, error=str(exc), retryable=exc.retryable)
                 break
@@ -291,8 +295,7 @@ class Copier:
                 log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
             state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
 
-            plans = dict(zip(pending, self._fan_out(
-                lambda i: self._plan(targets[i], state), pending)))
+            plans = {i: self._plan(targets[i], state, lookups[i].result(), started) for i in pending}
             to_write = []
             for i, plan in plans.items():
                 if isinstance(plan, DestinationResult):
@@ -331,12 +334,19 @@ class Copier:
                     "the next event or retry copies its latest state"))
         return [done[i] for i in range(len(targets)) if i in done]
 
-    def _plan(self, target: tuple[Destination, str], state: SourceState):
-        """Look at what a destination holds: a final result, _RESTART, or the held object to replace."""
-        destination, name = target
-        started = time.monotonic()
+    def _held(self, target: tuple[Destination, str]) -> HeldObject | None | GcsSyncError:
         try:
-            held = self.writer.held(destination, name)
+            return self.writer.held(*target)
+        except GcsSyncError as exc:
+            return exc
+
+    def _plan(self, target: tuple[Destination, str], state: SourceState,
+              held: HeldObject | None | GcsSyncError, started: float):
+        """From what a destination holds: a final result, _RESTART, or the held object to replace."""
+        destination, name = target
+        try:
+            if isinstance(held, GcsSyncError):
+                raise held
             decision = self._decide(state, held)
         except _Restart:
             return _RESTART

@@ -53,7 +53,7 @@ def test_the_staging_disk_is_not_used_when_streaming(world, monkeypatch):
 
 def test_an_object_larger_than_the_free_space_streams_instead_of_failing(world, monkeypatch):
     dest = world.bucket()
-    world.configure(f"gs://{dest}", STREAM_CHUNK_MB="1")  # default threshold: 64 MiB
+    world.configure(f"gs://{dest}", STREAM_CHUNK_MB="1", STREAM_THRESHOLD_MB="64")
 
     class Tiny:
         free = 100 * 1024
