@@ -105,7 +105,7 @@ def parse(event: Any) -> Invocation:
     if isinstance(event, dict):
         records = event.get("Records")
         if isinstance(records, list) and records:
-            sources = {_source_of(r) for r in records if isinstance(r, dict)}
+            sources = {_source_of(r) for r in records if isinstance(r, dict)} - {None}
             if sources == {"aws:sqs"}:
                 return SqsBatch(tuple(_sqs_message(r, i) for i, r in enumerate(records)))
             if sources and sources <= {"aws:s3", "aws:sns"}:
@@ -127,7 +127,16 @@ def decode_key(raw: Any) -> str:
     """An event's URL-encoded key ('+' is a space, '%2B' a plus) -> the real key."""
     if not isinstance(raw, str) or not raw:
         raise ValueError("object key missing or not a string")
-    return unquote_plus(raw)
+    return _unicode(unquote_plus(raw), "object key")
+
+
+def _unicode(text: str, what: str) -> str:
+    """``text`` if it is valid Unicode (no lone surrogates), else ValueError naming ``what``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode") from exc
+    return text
 
 
 def _notification_records(records: list) -> Notifications:
@@ -188,7 +197,7 @@ def _embedded_notification(message: Any, where: str, refs: list, ignored: list, 
     """A JSON string holding an S3 notification (the body of an SNS or SQS message)."""
     try:
         payload = json.loads(message) if isinstance(message, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict) and payload.get("Type") == "Notification" and "Message" in payload:
         _embedded_notification(payload.get("Message"), f"{where}.Message", refs, ignored, problems)
@@ -306,6 +315,12 @@ def _sync(body: Any) -> SyncRequest:
         raise EventError("manual sync: continuation must be the token a previous sync returned")
     if not isinstance(dry_run, bool):
         raise EventError("manual sync: dry_run must be true or false")
+    for name, value in (("bucket", bucket), ("prefix", prefix), ("continuation", token)):
+        try:
+            if value is not None:
+                _unicode(value, name)
+        except ValueError as exc:
+            raise EventError(f"manual sync: {exc}") from exc
     return SyncRequest(bucket=bucket, prefix=prefix, continuation=token, dry_run=dry_run)
 
 
@@ -336,7 +351,7 @@ def _opt_str(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
-    return value
+    return _unicode(value, "a field")
 
 
 def _opt_int(value: Any) -> int | None:

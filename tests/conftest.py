@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+pytest_plugins = ["tests.leaks"]  # the no-leak check over the whole session (tests/leaks.py)
+
 from dataclasses import dataclass
 from typing import Any
 

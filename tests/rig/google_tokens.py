@@ -154,6 +154,9 @@ class GoogleTokenServer:
         self.sts_calls = 0
         self.iam_calls = 0
         self.issued_access_tokens: set[str] = set()
+        # Every secret handed out or received (federated and access tokens issued, Signature= of
+        # the subject tokens verified), under _lock; the no-leak check (tests/leaks.py) reads it.
+        self.secrets_seen: set[str] = set()
         self.rejections: list[str] = []
         self.refuse_sts = False
         self.refuse_impersonation = False
@@ -238,6 +241,7 @@ class GoogleTokenServer:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._federated_tokens.add(token)
+            self.secrets_seen.add(token)
         return 200, {
             "access_token": token,
             "issued_token_type": ACCESS_TOKEN_TYPE,
@@ -273,6 +277,7 @@ class GoogleTokenServer:
         expire = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.token_lifetime)
         with self._lock:
             self.issued_access_tokens.add(access_token)
+            self.secrets_seen.add(access_token)
         return 200, {"accessToken": access_token, "expireTime": expire.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     def _iam_error(self, code: int, status: str, message: str) -> tuple[int, dict[str, Any]]:
@@ -342,6 +347,8 @@ class GoogleTokenServer:
         auth = _AUTHORIZATION.fullmatch(headers.get("authorization", ""))
         if auth is None:
             raise _Refused("Authorization header is not AWS4-HMAC-SHA256")
+        with self._lock:
+            self.secrets_seen.add(auth.group("signature"))
         access_key, _, scope = auth.group("credential").partition("/")
         expected_scope = f"{amz_date[:8]}/{region}/sts/aws4_request"
         if scope != expected_scope:
