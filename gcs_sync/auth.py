@@ -7,6 +7,7 @@ exchange (STS, then service-account impersonation) happens once per token lifeti
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ import google.auth.transport.requests
 from google.auth import exceptions as auth_exc
 
 from .config import Settings
+from .deadline import Deadline
 from .errors import CredentialsError
 
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
@@ -98,16 +100,32 @@ def config_problems(info: dict, settings: Settings) -> list[str]:
     return problems
 
 
+class _BoundedRequest(google.auth.transport.requests.Request):
+    """google-auth's HTTP transport, each call's timeout shortened to the invocation's deadline."""
+
+    def __init__(self, deadline: Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+        timeout = self._deadline.timeout(timeout if isinstance(timeout, (int, float)) else 120.0)
+        return super().__call__(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
+
+
+_TRANSIENT = re.compile(r"\b(429|500|502|503|504)\b|unavailable|rate.?limit|resource_exhausted|backenderror|"
+                        r"internal error|timed? ?out", re.IGNORECASE)
+
+
 class GoogleAuth:
     """One credentials object per container, refreshed under a lock before work fans out."""
 
-    def __init__(self, credentials: Any):
+    def __init__(self, credentials: Any, deadline: Deadline | None = None):
         self.credentials = credentials
         self._lock = threading.Lock()
-        self._request = google.auth.transport.requests.Request()
+        self._request = _BoundedRequest(deadline or Deadline())
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "GoogleAuth":
+    def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> "GoogleAuth":
         if settings.credentials_path is None:
             try:
                 credentials, _ = google.auth.default()
@@ -126,7 +144,7 @@ class GoogleAuth:
                 raise CredentialsError(f"GOOGLE_APPLICATION_CREDENTIALS: {exc}") from exc
         if getattr(credentials, "requires_scopes", False) or hasattr(credentials, "with_scopes"):
             credentials = credentials.with_scopes(list(SCOPES))
-        return cls(credentials)
+        return cls(credentials, deadline)
 
     def ensure_token(self) -> None:
         """Refresh now if needed, once, on the calling thread; translate failures."""
@@ -142,6 +160,10 @@ class GoogleAuth:
                     f"could not reach the Google token endpoint: {exc}", retryable=True
                 ) from exc
             except auth_exc.GoogleAuthError as exc:  # RefreshError, OAuthError, ...
+                if getattr(exc, "retryable", False) or _TRANSIENT.search(str(exc)):
+                    raise CredentialsError(
+                        f"the Google token exchange is temporarily unavailable; a retry will try again. "
+                        f"Detail: {str(exc)[:300]}", retryable=True) from exc
                 raise CredentialsError(describe_refresh_error(exc), retryable=False) from exc
 
 

@@ -43,10 +43,10 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
-        auth = GoogleAuth.from_settings(settings)
+        deadline = Deadline()
+        auth = GoogleAuth.from_settings(settings, deadline)
         pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
         s3 = s3_client(pool)
-        deadline = Deadline()
         client = gcs_client(settings, auth, pool)
         writer = GcsWriter(client, deadline, session=client._http, endpoint=settings.gcs_api_endpoint)
         copier = Copier(settings, S3Source(s3, deadline), writer, deadline)

@@ -372,8 +372,15 @@ class Copier:
 
     def _stage_and_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
                          staging: Staging, started: float) -> dict:
-        if obj.size >= self.settings.stream_threshold or not staging.fits(obj.size):
-            return self._stream_and_write(obj, state, targets, to_write, started)
+        if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
+            try:
+                return self._staged_write(obj, state, targets, to_write, staging, started)
+            except StagingError as exc:  # no room next to the objects in flight: stream instead
+                log.info("streaming instead of staging", extra={"fields": {"source": obj.url, "reason": str(exc)}})
+        return self._stream_and_write(obj, state, targets, to_write, started)
+
+    def _staged_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
+                      staging: Staging, started: float) -> dict:
         with staging.file(obj.size, obj.url) as path:
             with open(path, "wb") as sink:
                 digests = self.source.read_into(obj, sink)

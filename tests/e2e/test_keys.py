@@ -137,9 +137,9 @@ class StagingSpy:
                 assert call.get("prefix") in ("gcs-sync-", "obj-") and not call.get("suffix"), (name, call)
 
 
-def _two_destinations(world):
+def _two_destinations(world, **env):
     plain, prefixed = world.bucket(), world.bucket()
-    world.configure(f"gs://{plain} gs://{prefixed}/{PREFIX}")
+    world.configure(f"gs://{plain} gs://{prefixed}/{PREFIX}", **env)
     return plain, prefixed
 
 
@@ -174,6 +174,24 @@ def test_key_lands_under_exactly_the_same_name(world, monkeypatch, key, encoding
         assert meta["metadata"]["gcs-sync-source-key"] == key
     spy.assert_never_named_after(key)
     assert world.staging_leftovers() == []
+
+
+def test_every_key_lands_exactly_through_the_streaming_path(world, monkeypatch):
+    """The streamed write path names objects its own way (resumable sessions it opens itself):
+    every key above, in one event, with every object streamed (STREAM_THRESHOLD_MB=0)."""
+    plain, prefixed = _two_destinations(world, STREAM_THRESHOLD_MB="0")
+    spy = StagingSpy(world, monkeypatch)
+    records = [_record(world, key, _body(key), "moto" if i % 2 else "s3") for i, key in enumerate(KEYS.values())]
+    summary = world.notify(*records)
+    assert summary["copied"] == len(KEYS) and summary["failed"] == 0, summary
+    for bucket, prefix in ((plain, ""), (prefixed, PREFIX)):
+        assert sorted(o["name"] for o in world.rig.gcs.list_objects(bucket)) == sorted(prefix + k for k in KEYS.values())
+        for key in KEYS.values():
+            body = _body(key)
+            assert world.gcs_bytes(bucket, prefix + key) == body, repr(key)
+            meta = world.gcs_object(bucket, prefix + key)
+            assert meta["md5Hash"] == md5_b64(body) and meta["metadata"]["gcs-sync-source-key"] == key
+    assert spy.paths == [] and world.staging_leftovers() == []  # streamed: nothing staged
 
 
 def test_nfc_and_nfd_forms_stay_distinct_objects(world):
