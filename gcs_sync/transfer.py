@@ -350,6 +350,8 @@ class Copier:
             decision = self._decide(state, held)
         except _Restart:
             return _RESTART
+        except SourceGone:
+            raise  # deleted while we looked: the object is skipped, not failed
         except GcsSyncError as exc:
             return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
         if decision is Decision.WRITE:
@@ -451,6 +453,8 @@ class Copier:
             decision = self._decide(state, held)
         except _Restart:
             return _RESTART
+        except SourceGone:
+            raise
         except GcsSyncError as exc:
             return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
         return _RESTART if decision is Decision.WRITE else self._result(destination, name, decision.value, started=started)
@@ -469,6 +473,8 @@ class Copier:
                     decision = self._decide(state, held)
                 except _Restart:
                     return _RESTART
+                except SourceGone:
+                    raise
                 except GcsSyncError as exc:
                     return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
                 if decision is not Decision.WRITE:
