@@ -345,7 +345,7 @@ def _pinned(name: str) -> str:
     return match.group(1)
 
 
-FIRST_INVOCATION = """
+COPY_ONE_OBJECT = """
 import json, sys
 import lambda_function
 
@@ -381,7 +381,7 @@ def test_the_unzipped_tree_copies_an_object_end_to_end(lambda_tree, rig, tmp_pat
            "GOOGLE_APPLICATION_CREDENTIALS": str(credentials), "STAGING_DIR": str(staging),
            "AWS_LAMBDA_FUNCTION_NAME": "gcs-sync-zip", "LAMBDA_TASK_ROOT": str(lambda_tree),
            "LOG_LEVEL": "ERROR"}
-    code = FIRST_INVOCATION.replace("json.loads(EVENT)", repr(json.dumps(event)).join(("json.loads(", ")")))
+    code = COPY_ONE_OBJECT.replace("json.loads(EVENT)", repr(json.dumps(event)).join(("json.loads(", ")")))
     result = run_in_tree(lambda_tree, code, env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.splitlines()[-1])
