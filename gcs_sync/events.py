@@ -40,7 +40,14 @@ class ObjectRef:
     @property
     def url(self) -> str:
         version = f" (version {self.version_id})" if self.version_id else ""
-        return f"s3://{self.bucket}/{self.key}{version}"
+        return printable(f"s3://{self.bucket}/{self.key}{version}")
+
+
+def printable(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, for one-line messages."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,11 @@ class DestinationStream:
     def _transmit(self) -> Any:
         try:
             return self._upload.transmit_next_chunk(self._session, timeout=self._timeout())
-        except Exception:
-            if self._upload.invalid:  # ask the server how far it got, rewind within the chunk
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            # After a transient failure ask the server how far it got and rewind within the
+            # chunk; never after a refusal (a 412 or 403 is final, not a lost connection).
+            if self._upload.invalid and (status is None or status in (408, 429) or status >= 500):
                 self._upload.recover(self._session)
             raise
 

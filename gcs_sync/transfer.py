@@ -21,7 +21,7 @@ from .config import Destination, Settings
 from .deadline import Deadline
 from .destination import HeldObject, Writer
 from .errors import ChecksumMismatch, GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
-from .events import ObjectRef
+from .events import ObjectRef, printable
 from .metadata import Digests, SourceState, object_name_problem
 from .ordering import Decision, compare_sequencers, decide, same_state
 from .source import Source, SourceObject
@@ -496,7 +496,7 @@ class Copier:
                 detail: str | None = None) -> DestinationResult:
         return DestinationResult(
             destination=destination.url,
-            object=f"gs://{destination.bucket}/{name}",
+            object=printable(f"gs://{destination.bucket}/{name}"),
             outcome=outcome,
             bytes=nbytes,
             seconds=round(time.monotonic() - started, 3) if started is not None else 0.0,
