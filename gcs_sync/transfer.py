@@ -448,16 +448,25 @@ class Copier:
 
     def _after_conflict(self, destination: Destination, name: str, state: SourceState, started: float):
         """Another writer got there first (412): look again; a write that is still due restarts."""
+        final, _ = self._look_again(destination, name, state, started)
+        return _RESTART if final is None else final
+
+    def _look_again(self, destination: Destination, name: str, state: SourceState, started: float):
+        """After a 412: ``(None, held)`` when our write is still due, else ``(outcome, None)``
+        where the outcome is a final result or _RESTART."""
         try:
             held = self.writer.held(destination, name)
             decision = self._decide(state, held)
         except _Restart:
-            return _RESTART
+            return _RESTART, None
         except SourceGone:
             raise
         except GcsSyncError as exc:
-            return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
-        return _RESTART if decision is Decision.WRITE else self._result(destination, name, decision.value, started=started)
+            return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable,
+                                started=started), None
+        if decision is Decision.WRITE:
+            return None, held
+        return self._result(destination, name, decision.value, started=started), None
 
     def _write(self, target, held: HeldObject | None, path: str, obj: SourceObject,
                state: SourceState, digests: Digests, started: float):
@@ -468,17 +477,9 @@ class Copier:
                                    if_generation_match=held.generation if held else 0)
                 return self._result(destination, name, COPIED, nbytes=digests.size, started=started)
             except PreconditionFailed:
-                try:
-                    held = self.writer.held(destination, name)
-                    decision = self._decide(state, held)
-                except _Restart:
-                    return _RESTART
-                except SourceGone:
-                    raise
-                except GcsSyncError as exc:
-                    return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
-                if decision is not Decision.WRITE:
-                    return self._result(destination, name, decision.value, started=started)
+                final, held = self._look_again(destination, name, state, started)
+                if final is not None:
+                    return final
             except GcsSyncError as exc:
                 return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
         return self._result(destination, name, FAILED, retryable=True, started=started, error=(
