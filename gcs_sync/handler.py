@@ -20,7 +20,7 @@ from .deadline import Deadline
 from .destination import GcsWriter
 from .errors import CopyFailed, GcsSyncError
 from .events import BatchOperations, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
-from .source import S3Source
+from .source import CONNECT_TIMEOUT, READ_TIMEOUT, S3Source
 from .transfer import FAILED, SKIPPED, Copier, ObjectReport, Staging
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,12 @@ def s3_client(pool: int) -> Any:
     import boto3
     from botocore.config import Config
 
-    # Bounded: each attempt connects within 5 s and each socket read within 30 s.
+    # Bounded: each attempt connects within 3 s and each socket read within 30 s; S3Source then
+    # shortens both the reads and botocore's retries to the invocation's remaining time.
     config = Config(
         retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
         max_pool_connections=max(10, pool),
     )
     return boto3.session.Session().client("s3", config=config)

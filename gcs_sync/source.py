@@ -17,6 +17,9 @@ from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState, plai
 
 READ_CHUNK = 1024 * 1024
 READ_ATTEMPTS = 4
+CONNECT_TIMEOUT = 3.0  # botocore takes it per client, so it is fixed (and inside the deadline's reserve)
+READ_TIMEOUT = 30.0  # per socket read; shortened to the time left (see bind_deadline)
+RETRY_FLOOR_SECONDS = 5.0  # botocore's own retries stop when less than this is left: its sleeps can reach 4-9 s
 log = logging.getLogger(__name__)
 _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 _CHANGED = {"PreconditionFailed", "412"}
@@ -65,10 +68,44 @@ class Source(Protocol):
     def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests: ...
 
 
+class TimeRanOut(BotoCoreError):
+    """Raised from botocore's hooks instead of sending a request the invocation has no time for."""
+
+    fmt = "the invocation's time ran out before S3 answered; raise the function's timeout"
+
+
+def bind_deadline(client: Any, deadline: Deadline) -> None:
+    """Bound every call of an S3 client by the invocation's deadline, through botocore's events.
+
+    - before each attempt: the read timeout becomes the time left (capped at READ_TIMEOUT), and an
+      attempt with no time left is not sent (``TimeRanOut``, retryable like any BotoCoreError);
+    - botocore's retries (throttling, 5xx, resets) go on only while RETRY_FLOOR_SECONDS are left,
+      so its backoff sleeps never run past the deadline; the error then surfaces at once.
+    """
+
+    def before_send(request: Any, **_: Any) -> None:
+        left = deadline.remaining()
+        if left is None:
+            return
+        if left <= 0:
+            raise TimeRanOut()
+        context = getattr(request, "context", None)
+        if context is not None:
+            context["read_timeout"] = max(0.05, min(READ_TIMEOUT, left))
+
+    def needs_retry(**_: Any) -> bool | None:
+        left = deadline.remaining()
+        return False if left is not None and left < RETRY_FLOOR_SECONDS else None  # None: botocore decides
+
+    client.meta.events.register("before-send.s3", before_send, unique_id="gcs-sync-deadline-send")
+    client.meta.events.register_first("needs-retry.s3", needs_retry, unique_id="gcs-sync-deadline-retry")
+
+
 class S3Source:
     def __init__(self, client: Any, deadline: Deadline | None = None):
         self._s3 = client
         self._deadline = deadline or Deadline()
+        bind_deadline(client, self._deadline)
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
         params = {"Bucket": bucket, "Key": key}
@@ -82,7 +119,7 @@ class S3Source:
                 self._raise_if_bucket_missing(bucket, where)
             raise _translate(exc, where, "HEAD") from exc
         except BotoCoreError as exc:
-            raise SourceError(f"{where}: could not reach S3 ({exc})", retryable=True) from exc
+            raise SourceError(f"{where}: could not reach S3 ({exc}); will retry", retryable=True) from exc
         return _source_object(bucket, key, response)
 
     def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests:
@@ -124,6 +161,7 @@ class S3Source:
             body = self._s3.get_object(**params)["Body"]
             try:
                 for chunk in body.iter_chunks(READ_CHUNK):
+                    _shorten_socket_timeout(body, self._deadline.remaining())
                     if self._deadline.expired():
                         raise SourceError(
                             f"{obj.url}: the invocation's time ran out after reading {digests.size} of "
@@ -156,6 +194,23 @@ class S3Source:
                     retryable=False,
                 ) from exc
         except BotoCoreError:
+            pass
+
+
+def _shorten_socket_timeout(body: Any, left: float | None) -> None:
+    """A body is read with the socket timeout set when its GET was sent; keep it inside the deadline.
+
+    Only when less than READ_TIMEOUT is left: a read that then stalls fails when time runs out
+    instead of up to READ_TIMEOUT later. Reaches the socket through urllib3's response; a botocore
+    or urllib3 that no longer exposes it leaves the per-request timeout in place.
+    """
+    if left is None or left >= READ_TIMEOUT:
+        return
+    sock = getattr(getattr(getattr(body, "_raw_stream", None), "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(max(0.05, left))
+        except OSError:
             pass
 
 

@@ -413,21 +413,21 @@ def test_stalled_cloud_storage_fails_before_the_deadline(world, stalled):
         proxy.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: S3 calls ignore the invocation's deadline: gcs_sync/handler.py s3_client() fixes "
-    "connect_timeout=5, read_timeout=30 and 4 attempts, and S3Source.head()/get_object() derive "
-    "nothing from Deadline, so a stalled S3 holds the invocation past its remaining time"))
-def test_stalled_s3_fails_before_the_deadline(world):
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+def test_stalled_s3_fails_before_the_deadline(world, method):
     dest = world.bucket()
     budget = 3.0
     proxy = FaultProxy(world.rig.s3.url, seed=10, name="s3-stall", plan=FaultPlan(
-        stall=1.0, stall_seconds=6.0, max_faults=1, flavor="s3", match=lambda m, path: m == "HEAD")).start()
+        stall=1.0, stall_seconds=6.0, max_faults=1, flavor="s3",
+        match=lambda m, path: m == method and "s3slow" in path)).start()
     try:
         world.configure(f"gs://{dest}", AWS_ENDPOINT_URL_S3=proxy.url)
         record = world.put("s3slow.bin", b"x" * 1000)
         _, error, seconds = invoke({"Records": [record]}, CountdownContext(budget))
-        print(f"\n[faults] S3 stall: returned after {seconds:.2f}s of a {budget}s budget -> {error!r}")
+        print(f"\n[faults] S3 {method} stall: returned after {seconds:.2f}s of a {budget}s budget -> {error!r}")
+        assert proxy.injected["stall"] == 1
         assert isinstance(error, CopyFailed), error
+        assert world.gcs_object(dest, "s3slow.bin") is None
         assert seconds <= budget + 1.0, f"returned after {seconds:.2f}s, budget {budget}s"
     finally:
         proxy.stop()
