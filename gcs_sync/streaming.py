@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import queue
+import random
 import threading
+import time
 from typing import Any, Callable
 from urllib.parse import quote
 
 from .config import Destination
-from .deadline import Deadline
+from .deadline import MIN_CALL_SECONDS, Deadline
 from .errors import ChecksumMismatch, DestinationError, GcsSyncError, PreconditionFailed
 from .metadata import Digests, SourceState, user_metadata
 from .source import SourceObject
 
+log = logging.getLogger(__name__)
 QUEUE_DEPTH = 2
+ATTEMPTS = 4
+CONNECT_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 120.0  # one chunk's PUT; shortened to what is left of the invocation
 _DONE = object()
 
 UPLOAD_BASE = "https://storage.googleapis.com"
@@ -57,6 +64,29 @@ class ChunkWindow:
         return pos
 
 
+class _TimeRanOut(Exception):
+    pass
+
+
+class DeadlineTransport:
+    """The session as google-resumable-media sees it: every request timed from the deadline.
+
+    The library passes fixed timeouts (60 s for a status query); here each request gets what is
+    left of the invocation instead, and none is sent once it is over.
+    """
+
+    def __init__(self, session: Any, deadline: Deadline):
+        self._session, self._deadline = session, deadline
+
+    def request(self, method: str, url: str, data: Any = None, headers: Any = None, timeout: Any = None,
+                **kwargs: Any) -> Any:
+        if self._deadline.expired():
+            raise _TimeRanOut()
+        read = self._deadline.timeout(REQUEST_TIMEOUT)
+        return self._session.request(method, url, data=data, headers=headers,
+                                     timeout=(min(CONNECT_TIMEOUT, read), read), **kwargs)
+
+
 class DestinationStream:
     """One resumable upload, fed chunk by chunk."""
 
@@ -69,12 +99,13 @@ class DestinationStream:
         self.destination, self.name = destination, name
         self.where = f"gs://{destination.bucket}/{name}"
         self._session, self._deadline, self._window = session, deadline, ChunkWindow()
+        self._transport = DeadlineTransport(session, deadline)
         url = (f"{endpoint}/upload/storage/v1/b/{quote(destination.bucket, safe='')}/o"
                f"?uploadType=resumable&ifGenerationMatch={if_generation_match}")
         self._upload = ResumableUpload(url, chunk_size)
-        left = deadline.remaining()
-        self._upload._retry_strategy = resumable_media.RetryStrategy(  # bounded by the deadline
-            max_cumulative_retry=max(1.0, left) if left is not None else 120.0)
+        # No retries inside the library: its budget counts only sleeps and its status query
+        # waits 60 s. _retrying() does them, each attempt timed from the deadline.
+        self._upload._retry_strategy = resumable_media.RetryStrategy(max_retries=0)
         self._metadata = {"name": name, "metadata": {**user_metadata(obj.user_metadata), **state.to_metadata()},
                           **{_JSON_FIELDS[attr]: value for attr, value in obj.headers.items()}}
         if obj.md5_hex:  # Cloud Storage refuses to finalize bytes that do not match
@@ -82,40 +113,67 @@ class DestinationStream:
         self._content_type = obj.headers.get("content_type") or "application/octet-stream"
         self._size = obj.size
         self.result: dict | None = None
-
-    def _timeout(self) -> tuple[float, float]:
-        return (10.0, self._deadline.timeout(120.0))
+        self.completed = False  # finished by a request whose answer was lost (see _recover)
 
     def open(self) -> None:
-        self._call(lambda: self._upload.initiate(
-            self._session, self._window, self._metadata, self._content_type,
-            total_bytes=self._size, stream_final=False, timeout=self._timeout()), "start the upload")
+        self._retrying(lambda: self._upload.initiate(
+            self._transport, self._window, self._metadata, self._content_type,
+            total_bytes=self._size, stream_final=False), "start the upload")
 
     def send(self, offset: int, chunk: bytes) -> None:
         self._window.put(offset, chunk)
         end = offset + len(chunk)
-        while self._window.tell() < end or (self._size == 0 and not self._upload.finished):
-            response = self._call(self._transmit, "upload")
-            if self._upload.finished:
+        while self._window.tell() < end or (self._size == 0 and not (self._upload.finished or self.completed)):
+            response = self._retrying(lambda: self._upload.transmit_next_chunk(self._transport), "upload")
+            if self._upload.finished or self.completed:
                 self.result = json.loads(response.content or b"{}")
                 return
 
-    def _transmit(self) -> Any:
+    def _retrying(self, fn: Callable[[], Any], action: str) -> Any:
+        """``fn`` with up to ATTEMPTS tries on transient failures, never sleeping past the deadline.
+
+        Before a retry the upload asks the server how far it got and rewinds within the chunk;
+        never after a refusal (a 412 or 403 is final, not a lost connection).
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                if self._upload.resumable_url and self._upload.invalid:
+                    finished = self._call(self._recover, "resume the upload")
+                    if finished is not None:
+                        return finished
+                return self._call(fn, action)
+            except DestinationError as exc:
+                if not exc.retryable or isinstance(exc, PreconditionFailed) or attempt == ATTEMPTS:
+                    raise
+                if self._upload.resumable_url and not self._upload.invalid and not self._upload.finished:
+                    self._upload._make_invalid()  # a transport error leaves the stream mid-chunk
+                delay = random.uniform(0, min(4.0, 0.5 * 2 ** attempt))
+                left = self._deadline.remaining()
+                if left is not None and left < delay + MIN_CALL_SECONDS:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _recover(self) -> Any:
+        """Ask how far the server got; its whole answer when the lost request had finished the upload."""
+        from google.resumable_media import InvalidResponse
+
         try:
-            return self._upload.transmit_next_chunk(self._session, timeout=self._timeout())
-        except Exception as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            # After a transient failure ask the server how far it got and rewind within the
-            # chunk; never after a refusal (a 412 or 403 is final, not a lost connection).
-            if self._upload.invalid and (status is None or status in (408, 429) or status >= 500):
-                self._upload.recover(self._session)
+            self._upload.recover(self._transport)
+            return None
+        except InvalidResponse as exc:
+            if getattr(exc.response, "status_code", 0) in (200, 201):
+                log.info("resumable upload had finished; its answer was lost", extra={"fields": {
+                    "object": self.where}})
+                self.completed = True
+                return exc.response
             raise
 
     def cancel(self) -> None:
         url = self._upload.resumable_url
-        if url and not self._upload.finished:
+        if url and not (self._upload.finished or self.completed) and not self._deadline.expired():
             try:
-                self._session.delete(url, timeout=(5.0, 10.0))
+                self._transport.request("DELETE", url)
             except Exception:  # noqa: BLE001 - an abandoned session expires by itself
                 pass
 
@@ -138,9 +196,12 @@ class DestinationStream:
                                        "or the service account cannot see it", retryable=False) from exc
             raise DestinationError(f"{self.where}: could not {action} (HTTP {status})",
                                    retryable=status in (408, 429) or status >= 500) from exc
+        except _TimeRanOut as exc:
+            raise DestinationError(f"{self.where}: the invocation's time ran out before it could {action}; "
+                                   "raise the function's timeout", retryable=True) from exc
         except GcsSyncError:
             raise
-        except Exception as exc:  # noqa: BLE001 - transport errors after the library's own retries
+        except Exception as exc:  # noqa: BLE001 - transport errors: resets, timeouts
             raise DestinationError(f"{self.where}: could not {action} ({type(exc).__name__}); will retry",
                                    retryable=True) from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import collections
 import errno
+import itertools
 import json
 import os
 import random
@@ -205,7 +206,7 @@ def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, see
 
     gcs_proxy = FaultProxy(world.rig.front.url, seed=seed, name="gcs-faults", plan=FaultPlan(
         status=0.10, reset_response=0.07, drop_request=0.06, stall=0.03, stall_seconds=2.0,
-        stall_then="forward", max_faults=10, flavor="gcs", resettable=_not_a_resumable_chunk)).start()
+        stall_then="forward", max_faults=10, flavor="gcs")).start()
     s3_proxy = FaultProxy(world.rig.s3.url, seed=seed, name="s3-faults", plan=FaultPlan(
         status=0.10, reset_response=0.15, stall=0.03, stall_seconds=2.0, stall_then="forward",
         max_faults=8, flavor="s3", statuses=(500, 503),
@@ -269,14 +270,6 @@ def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, see
     finally:
         gcs_proxy.stop()
         s3_proxy.stop()
-
-
-def _not_a_resumable_chunk(method: str, path: str) -> bool:
-    """Rig limitation: once a resumable session is finalized, fake-gcs-server answers a repeated
-    PUT with 404 (GcsFront turns it into 502 when the body is large) where Cloud Storage answers
-    200 with the object; so the response that finalizes a session is never cut here (requests
-    carrying it are still dropped, throttled and failed)."""
-    return not (method == "PUT" and path.startswith("/upload/"))
 
 
 def _current(world, target: tuple[str, str, str], body: bytes) -> bool:
@@ -369,12 +362,7 @@ def test_stalled_token_endpoint_does_not_outlive_the_invocation(world):
 # --------------------------------------------------------------------------- 4: deadline
 
 
-@pytest.mark.parametrize("stalled", ["every request", "uploads", pytest.param("streamed chunks", marks=pytest.mark.xfail(
-    strict=True, reason=(
-        "bug: gcs_sync/streaming.py DestinationStream bounds retries with RetryStrategy("
-        "max_cumulative_retry=remaining) which counts only the sleeps, each retried transmit_next_chunk "
-        "reuses the read timeout computed before the first attempt, and ResumableUpload.recover() uses "
-        "the library's default 61 s / 60 s timeouts: a stalled streamed upload returns ~2x the budget late")))])
+@pytest.mark.parametrize("stalled", ["every request", "uploads", "streamed chunks"])
 def test_stalled_cloud_storage_fails_before_the_deadline(world, stalled):
     dest = world.bucket()
     budget = 4.0
@@ -429,6 +417,30 @@ def test_stalled_s3_fails_before_the_deadline(world, method):
         assert isinstance(error, CopyFailed), error
         assert world.gcs_object(dest, "s3slow.bin") is None
         assert seconds <= budget + 1.0, f"returned after {seconds:.2f}s, budget {budget}s"
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("size", [300_000, 2 * MIB + 5])
+def test_lost_answer_to_a_streamed_upload_is_recovered_from_the_session(world, size, caplog):
+    """The response to the PUT that finalizes a streamed upload is cut: the upload asks the
+    session how far it got, learns it finished, and verifies that object (no second write)."""
+    dest = world.bucket()
+    body = os.urandom(size)
+    puts, final_put = itertools.count(1), -(-size // MIB)  # 1 MiB chunks: the last PUT finalizes
+    proxy = FaultProxy(world.rig.front.url, seed=12, name="gcs-lost-answer", plan=FaultPlan(
+        reset_response=1.0, max_faults=1,
+        match=lambda m, path: m == "PUT" and path.startswith("/upload/") and next(puts) == final_put)).start()
+    try:
+        world.configure(f"gs://{dest}", GCS_API_ENDPOINT=proxy.url, STREAM_THRESHOLD_MB="0", STREAM_CHUNK_MB="1")
+        caplog.set_level("INFO", logger="gcs_sync.streaming")
+        summary, error, _ = invoke({"Records": [world.put("lost-answer.bin", body)]})
+        print(f"\n[faults] lost answer ({size} bytes): {proxy.summary()} -> {summary or error}")
+        assert error is None, error
+        assert proxy.injected["reset_response"] == 1
+        assert summary["copied"] == 1
+        assert world.gcs_bytes(dest, "lost-answer.bin") == body
+        assert any("answer was lost" in r.getMessage() for r in caplog.records)
     finally:
         proxy.stop()
 

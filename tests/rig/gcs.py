@@ -289,6 +289,12 @@ class GcsFront:
     *initiated*, not when it is finalized: that narrows the race window but does
     not close it (a write landing between initiation and the last chunk wins
     silently).
+
+    Resumable sessions answer as Cloud Storage does where fake-gcs-server differs:
+    a status query (``Content-Range: bytes */*``, empty body) gets 308 with the
+    persisted ``Range`` (fake-gcs-server would *finalize* the object with what it
+    has), and any PUT to a finalized session gets 200 with the object (it would
+    answer 404).
     """
 
     def __init__(self, backend_url: str, token_server: GoogleTokenServer) -> None:
@@ -299,6 +305,7 @@ class GcsFront:
         self.deny: dict[str, int] = {}
         self.permissions: dict[str, set[str]] = {}
         self.enforce_generation_match = True
+        self._sessions: dict[str, dict[str, Any]] = {}  # upload_id -> {"range": str, "final": bytes}
         self._lock = threading.Lock()
         self._server: RigHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -416,6 +423,10 @@ class _FrontHandler(BaseHTTPRequestHandler):
             self._answer_test_permissions(front, urllib.parse.unquote(permissions_match.group(1)), query)
             return
 
+        upload_id = (query.get("upload_id") or [None])[0]
+        if self.command == "PUT" and upload_id and self._answer_session(front, upload_id):
+            return
+
         body: bytes | None = None
         init_match = _RESUMABLE_INIT.fullmatch(path)
         if (
@@ -431,6 +442,32 @@ class _FrontHandler(BaseHTTPRequestHandler):
             if not self._generation_matches(front, urllib.parse.unquote(init_match.group(1)), query, body):
                 return
         self._forward(front, target, body)
+
+    def _answer_session(self, front: GcsFront, upload_id: str) -> bool:
+        """Answer a finalized session or a status query here; False to forward the request."""
+        with front._lock:
+            session = dict(front._sessions.get(upload_id, {}))
+        if session.get("final") is not None:
+            self._drain_body()
+            self._send_raw(200, session["final"])
+            return True
+        if self.headers.get("Content-Range", "").replace(" ", "") == "bytes*/*":
+            self._drain_body()
+            self._send_raw(308, b"", {"Range": session["range"]} if session.get("range") else {})
+            return True
+        return False
+
+    def _note_session(self, front: GcsFront, target: urllib.parse.SplitResult, status: int,
+                      range_header: str | None, data: bytes | None) -> None:
+        upload_id = (urllib.parse.parse_qs(target.query).get("upload_id") or [None])[0]
+        if self.command != "PUT" or not upload_id:
+            return
+        with front._lock:
+            session = front._sessions.setdefault(upload_id, {})
+            if status == 308 and range_header:
+                session["range"] = range_header
+            elif status in (200, 201) and data is not None:
+                session["final"] = data
 
     def _answer_test_permissions(
         self, front: GcsFront, bucket: str, query: dict[str, list[str]]
@@ -531,6 +568,8 @@ class _FrontHandler(BaseHTTPRequestHandler):
                 value = new + value[len(old) :]  # resumable session URL: keep it behind the front
             if name.lower() not in dropped:
                 headers.append((name, value))
+        if response.status == 308:
+            self._note_session(front, target, 308, response.getheader("Range"), None)
         self.send_response_only(response.status, response.reason)
         for name, value in headers:
             self.send_header(name, value)
@@ -546,6 +585,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         if self._rewritable(target, response):
             # Metadata JSON: point selfLink/mediaLink at the front instead of the backend.
             data = response.read().replace(old.encode(), new.encode())
+            self._note_session(front, target, response.status, None, data)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -645,7 +685,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self._send_json(status, _error_body(status, message), extra)
 
     def _send_json(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+        self._send_raw(status, json.dumps(payload).encode(), extra)
+
+    def _send_raw(self, status: int, data: bytes, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
