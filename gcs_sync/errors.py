@@ -92,8 +92,9 @@ class CopyFailed(GcsSyncError):
     failed object and destination.
     """
 
-    def __init__(self, failures: list[str], summary: dict):
+    def __init__(self, failures: list[str], summary: dict, *, retryable: bool = False):
         self.failures = list(failures)
         self.summary = summary
+        self.retryable = retryable  # every failure transient: the same event may succeed later
         head = f"{len(self.failures)} copy failure(s):"
         super().__init__("\n".join([head, *(f"  - {f}" for f in self.failures)]))

@@ -279,4 +279,5 @@ def _raise_for_failures(reports: list[ObjectReport], summary: dict, extra: list[
     if failures:
         if continuation:
             failures.append(f"(the sync stopped early; resume it with continuation {continuation})")
-        raise CopyFailed(failures, summary)
+        failed = [r for r in reports if r.failure_lines()]
+        raise CopyFailed(failures, summary, retryable=not extra and bool(failed) and all(r.retryable for r in failed))

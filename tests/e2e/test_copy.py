@@ -93,6 +93,7 @@ def test_one_bad_destination_does_not_stop_the_others(world):
     assert world.gcs_bytes(good, "one.txt") == b"1"
     assert world.gcs_bytes(good, "two.txt") == b"2"
     assert caught.value.summary["failed"] == 2
+    assert caught.value.retryable is False, "a 403 will not heal by retrying the same event"
     assert world.staging_leftovers() == []
 
 

@@ -382,6 +382,7 @@ def test_stalled_cloud_storage_fails_before_the_deadline(world, stalled):
               f"{proxy.summary()}")
         assert proxy.injected["stall"] >= 1
         assert isinstance(error, CopyFailed), error
+        assert error.retryable is True, "a stall is transient: the same event may succeed later"
         assert error.failures and all(line.startswith(f"s3://{world.source}/slow.bin -> gs://{dest}/slow.bin:")
                                       for line in error.failures), error.failures
         assert seconds <= budget + 1.0, f"returned after {seconds:.2f}s, budget {budget}s"
@@ -415,6 +416,7 @@ def test_stalled_s3_fails_before_the_deadline(world, method):
         print(f"\n[faults] S3 {method} stall: returned after {seconds:.2f}s of a {budget}s budget -> {error!r}")
         assert proxy.injected["stall"] == 1
         assert isinstance(error, CopyFailed), error
+        assert error.retryable is True
         assert world.gcs_object(dest, "s3slow.bin") is None
         assert seconds <= budget + 1.0, f"returned after {seconds:.2f}s, budget {budget}s"
     finally:
