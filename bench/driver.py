@@ -312,9 +312,9 @@ class Driver:
             setattr(cls, attr, timed)
             return original
 
-        patched = [(gcs_sync.source.S3Source, "head", "S3 HEAD"),
+        patched = [(gcs_sync.source.S3Source, "open", "S3 GET: headers (the state)"),
                    (gcs_sync.destination.GcsWriter, "held", "metadata GET per destination (concurrent)"),
-                   (gcs_sync.source.S3Source, "read_into", "S3 GET (into the staged file)"),
+                   (gcs_sync.source.S3Source, "read_into", "S3 GET: body (into the staged file)"),
                    (gcs_sync.destination.GcsWriter, "upload", "upload per destination (concurrent)")]
         originals = [(cls, attr, wrap(cls, attr, label)) for cls, attr, label in patched]
         totals: dict[str, list[float]] = {"function": [], "floor": []}

@@ -568,8 +568,8 @@ def section_small(b: Bench) -> None:
           ["GCS stand-in", "who", "median ms", "p90 ms", "CPU ms", "ratio median", "ratio p90", "goal <= 1.1x"], rows,
           note="Each event copies a fresh object (new key), so every destination is really written.\n"
                "CPU ms = median user+system time of the measuring process per event (all its threads).\n"
-               "The function does per event: HEAD, one metadata GET per destination (the ordering\n"
-               "check), the GET, and one upload per destination; the floor does the GET and the uploads.")
+               "The function does per event: the GET, and meanwhile one metadata GET per destination (the\n"
+               "ordering check), then one upload per destination; the floor does the GET and the uploads.")
     rows = []
     for who, label in (("function", "gcs-sync"), ("floor", "floor")):
         for phase, (wall, cpu) in phases[who].items():

@@ -43,7 +43,7 @@ class SourceGone(GcsSyncError):
 
 
 class SourceChanged(GcsSyncError):
-    """The source object changed between the HEAD and the read (412 on the pinned read)."""
+    """The source object changed after its state was read (412 on a pinned read)."""
 
     retryable = True
 

@@ -32,7 +32,7 @@ _RETRYABLE = {
 
 @dataclass(frozen=True)
 class SourceObject:
-    """The state of one S3 object as a HEAD saw it: what every later read is pinned to."""
+    """The state of one S3 object as a HEAD or GET saw it: what every later read is pinned to."""
 
     bucket: str
     key: str
@@ -65,7 +65,9 @@ class SourceObject:
 class Source(Protocol):
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject: ...
 
-    def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests: ...
+    def open(self, bucket: str, key: str, version_id: str | None = None) -> tuple[SourceObject, Any]: ...
+
+    def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Digests: ...
 
 
 class TimeRanOut(BotoCoreError):
@@ -108,30 +110,43 @@ class S3Source:
         bind_deadline(client, self._deadline)
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
+        return _source_object(bucket, key, self._ask("HEAD", self._s3.head_object, bucket, key, version_id))
+
+    def open(self, bucket: str, key: str, version_id: str | None = None) -> tuple[SourceObject, Any]:
+        """One GET: the object's state and its body, not read yet (the caller reads or closes it).
+
+        The state and the bytes come from the same response, so they always belong together;
+        a resumed read is then pinned to that state's version / ETag.
+        """
+        response = self._ask("GET", self._s3.get_object, bucket, key, version_id)
+        return _source_object(bucket, key, response), response["Body"]
+
+    def _ask(self, operation: str, call: Any, bucket: str, key: str, version_id: str | None) -> dict:
         params = {"Bucket": bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
         where = _where(bucket, key, version_id)
         try:
-            response = self._s3.head_object(**params)
+            return call(**params)
         except ClientError as exc:
             if _code(exc) in _GONE:
                 self._raise_if_bucket_missing(bucket, where)
-            raise _translate(exc, where, "HEAD") from exc
+            raise _translate(exc, where, operation) from exc
         except BotoCoreError as exc:
             raise SourceError(f"{where}: could not reach S3 ({exc}); will retry", retryable=True) from exc
-        return _source_object(bucket, key, response)
 
-    def read_into(self, obj: SourceObject, sink: BinaryIO) -> Digests:
+    def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Digests:
         """Stream the pinned state into ``sink``; return its digests after checking size and MD5.
 
-        A read cut off midway (reset, timeout, throttling) resumes from the byte reached, still
-        pinned to the same version / ETag, up to READ_ATTEMPTS times with jittered backoff.
+        ``body``: the unread body of the GET ``obj`` came from (see ``open``); without it, a GET
+        pinned to the state. A read cut off midway (reset, timeout, throttling) resumes from the
+        byte reached, pinned to the same version / ETag, up to READ_ATTEMPTS times with jittered
+        backoff.
         """
         digests = Digests()
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                self._read_from(obj, sink, digests)
+                self._read_from(obj, sink, digests, body if attempt == 1 else None)
                 break
             except SourceError as exc:
                 if not exc.retryable or attempt == READ_ATTEMPTS or self._deadline.expired():
@@ -149,7 +164,7 @@ class S3Source:
             )
         return digests
 
-    def _read_from(self, obj: SourceObject, sink: BinaryIO, digests: Digests) -> None:
+    def _read_from(self, obj: SourceObject, sink: BinaryIO, digests: Digests, body: Any = None) -> None:
         params = {"Bucket": obj.bucket, "Key": obj.key, "IfMatch": f'"{obj.etag}"'}
         if obj.version_id:
             params["VersionId"] = obj.version_id
@@ -158,7 +173,8 @@ class S3Source:
                 return
             params["Range"] = f"bytes={digests.size}-"
         try:
-            body = self._s3.get_object(**params)["Body"]
+            if body is None:
+                body = self._s3.get_object(**params)["Body"]
             try:
                 for chunk in body.iter_chunks(READ_CHUNK):
                     _shorten_socket_timeout(body, self._deadline.remaining())
@@ -183,7 +199,7 @@ class S3Source:
                               retryable=True) from exc
 
     def _raise_if_bucket_missing(self, bucket: str, where: str) -> None:
-        """A HEAD 404 does not say whether the key or the bucket is missing: ask once."""
+        """A 404 does not say whether the key or the bucket is missing: ask once."""
         try:
             self._s3.head_bucket(Bucket=bucket)
         except ClientError as exc:

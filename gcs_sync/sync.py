@@ -158,7 +158,7 @@ def _pages(s3: Any, bucket: str, prefix: str, after: str) -> Iterator[list[Liste
         raise SourceError(f"listing s3://{bucket}/{prefix} failed ({code}); the function's role needs "
                           "s3:ListBucket on the bucket", retryable=code not in ("AccessDenied", "NoSuchBucket")) from exc
     except BotoCoreError as exc:
-        raise SourceError(f"listing s3://{bucket}/{prefix} failed ({exc})", retryable=True) from exc
+        raise SourceError(f"listing s3://{bucket}/{prefix} failed ({exc}); will retry", retryable=True) from exc
 
 
 def _needing_copy(items: list[Listed], bucket: str, settings: Settings, writer: GcsWriter) -> list[Listed]:

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .config import Destination, Settings
 from .deadline import Deadline
@@ -279,10 +279,11 @@ class Copier:
         pending = list(range(len(targets)))
         for attempt in range(SOURCE_ATTEMPTS):
             started = time.monotonic()
-            # What each destination holds is looked up while S3 answers the HEAD.
+            # What each destination holds is looked up while S3 answers the GET: its headers give
+            # the state to decide on, its body is read only when some destination needs it.
             lookups = {i: self._destinations.submit(self._held, targets[i]) for i in pending}
             try:
-                obj = self.source.head(ref.bucket, ref.key, ref.version_id)
+                obj, body = self.source.open(ref.bucket, ref.key, ref.version_id)
             except GcsSyncError as exc:
                 for future in lookups.values():
                     future.result()
@@ -291,38 +292,10 @@ class Copier:
                 for i in pending:
                     done[i] = self._result(*targets[i], FAILED, error=str(exc), retryable=exc.retryable)
                 break
-            for field_name in obj.unmapped:
-                log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
-            state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
-
-            plans = {i: self._plan(targets[i], state, lookups[i].result(), started) for i in pending}
-            to_write = []
-            for i, plan in plans.items():
-                if isinstance(plan, DestinationResult):
-                    done[i] = plan
-                elif plan is _RESTART:
-                    continue
-                else:
-                    to_write.append((i, plan))
-            restart = [i for i, plan in plans.items() if plan is _RESTART]
-            if to_write:
-                try:
-                    written = self._stage_and_write(obj, state, targets, to_write, staging, started)
-                except SourceChanged:
-                    pending = restart + [i for i, _ in to_write]
-                    continue
-                except GcsSyncError as exc:
-                    if isinstance(exc, SourceGone):
-                        raise
-                    for i, _ in to_write:
-                        d, n = targets[i]
-                        done[i] = self._result(d, n, FAILED, error=str(exc), retryable=exc.retryable)
-                    written = {}
-                for i, result in written.items():
-                    if result is _RESTART:
-                        restart.append(i)
-                    else:
-                        done[i] = result
+            try:
+                restart = self._decide_and_write(ref, obj, body, targets, pending, lookups, done, staging, started)
+            finally:
+                body.close()  # unread when no destination needed it
             if not restart:
                 break
             pending = restart
@@ -333,6 +306,41 @@ class Copier:
                     f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
                     "the next event or retry copies its latest state"))
         return [done[i] for i in range(len(targets)) if i in done]
+
+    def _decide_and_write(self, ref: ObjectRef, obj: SourceObject, body: Any, targets: list, pending: list,
+                          lookups: dict, done: dict, staging: Staging, started: float) -> list[int]:
+        """Fill ``done`` with what this state settles; return the targets to start again with
+        (the source changed under the read, or a look after a 412 found it moved on)."""
+        for field_name in obj.unmapped:
+            log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
+        state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
+
+        plans = {i: self._plan(targets[i], state, lookups[i].result(), started) for i in pending}
+        to_write = []
+        for i, plan in plans.items():
+            if isinstance(plan, DestinationResult):
+                done[i] = plan
+            elif plan is not _RESTART:
+                to_write.append((i, plan))
+        restart = [i for i, plan in plans.items() if plan is _RESTART]
+        if to_write:
+            try:
+                written = self._stage_and_write(obj, body, state, targets, to_write, staging, started)
+            except SourceChanged:
+                return restart + [i for i, _ in to_write]
+            except GcsSyncError as exc:
+                if isinstance(exc, SourceGone):
+                    raise
+                for i, _ in to_write:
+                    d, n = targets[i]
+                    done[i] = self._result(d, n, FAILED, error=str(exc), retryable=exc.retryable)
+                written = {}
+            for i, result in written.items():
+                if result is _RESTART:
+                    restart.append(i)
+                else:
+                    done[i] = result
+        return restart
 
     def _held(self, target: tuple[Destination, str]) -> HeldObject | None | GcsSyncError:
         try:
@@ -372,27 +380,29 @@ class Copier:
             return Decision.SUPERSEDED  # the event named an older version; a newer one is current
         raise _Restart()
 
-    def _stage_and_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
+    def _stage_and_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
                          staging: Staging, started: float) -> dict:
+        """``body``: the unread body of the GET ``obj`` came from; consumed or closed here."""
         if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
             try:
-                return self._staged_write(obj, state, targets, to_write, staging, started)
+                return self._staged_write(obj, body, state, targets, to_write, staging, started)
             except StagingError as exc:  # no room next to the objects in flight: stream instead
                 log.info("streaming instead of staging", extra={"fields": {"source": obj.url, "reason": str(exc)}})
-        return self._stream_and_write(obj, state, targets, to_write, started)
+                body = None  # partly read into the staged file: read again, pinned
+        return self._stream_and_write(obj, body, state, targets, to_write, started)
 
-    def _staged_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
+    def _staged_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
                       staging: Staging, started: float) -> dict:
         with staging.file(obj.size, obj.url) as path:
             with open(path, "wb") as sink:
-                digests = self.source.read_into(obj, sink)
+                digests = self.source.read_into(obj, sink, body)
             results = self._fan_out(
                 lambda item: self._write(targets[item[0]], item[1].held, path, obj, state, digests, started),
                 to_write,
             )
         return {i: result for (i, _), result in zip(to_write, results)}
 
-    def _stream_and_write(self, obj: SourceObject, state: SourceState, targets: list, to_write: list,
+    def _stream_and_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
                           started: float) -> dict:
         """Read once, feeding resumable uploads at every destination as the bytes arrive."""
         from .streaming import ChunkSink, DestinationStream, Feeder, verify
@@ -411,7 +421,7 @@ class Copier:
 
         sink = ChunkSink(self.settings.stream_chunk, emit)
         try:
-            digests = self.source.read_into(obj, sink)
+            digests = self.source.read_into(obj, sink, body)
         except BaseException:
             for feeder in feeders.values():
                 feeder.close()  # without the last chunk: nothing is finalized

@@ -210,7 +210,7 @@ def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, see
     s3_proxy = FaultProxy(world.rig.s3.url, seed=seed, name="s3-faults", plan=FaultPlan(
         status=0.10, reset_response=0.15, stall=0.03, stall_seconds=2.0, stall_then="forward",
         max_faults=8, flavor="s3", statuses=(500, 503),
-        always=lambda m, p: m == "HEAD" and p.split("?")[0].endswith("/stubborn.bin"))).start()
+        always=lambda m, p: m in ("HEAD", "GET") and p.split("?")[0].endswith("/stubborn.bin"))).start()
     try:
         world.configure(f"gs://{plain}, gs://{prefixed}/mirror/",
                         GCS_API_ENDPOINT=gcs_proxy.url, AWS_ENDPOINT_URL_S3=s3_proxy.url, **stream)
@@ -402,21 +402,24 @@ def test_stalled_cloud_storage_fails_before_the_deadline(world, stalled):
         proxy.stop()
 
 
-@pytest.mark.parametrize("method", ["HEAD", "GET"])
-def test_stalled_s3_fails_before_the_deadline(world, method):
+@pytest.mark.parametrize("call", ["object GET", "sync listing"])
+def test_stalled_s3_fails_before_the_deadline(world, call):
     dest = world.bucket()
     budget = 3.0
+    wanted = {"object GET": lambda m, path: m == "GET" and "s3slow" in path,
+              "sync listing": lambda m, path: m == "GET" and "list-type=2" in path}[call]
     proxy = FaultProxy(world.rig.s3.url, seed=10, name="s3-stall", plan=FaultPlan(
-        stall=1.0, stall_seconds=6.0, max_faults=1, flavor="s3",
-        match=lambda m, path: m == method and "s3slow" in path)).start()
+        stall=1.0, stall_seconds=6.0, max_faults=1, flavor="s3", match=wanted)).start()
     try:
         world.configure(f"gs://{dest}", AWS_ENDPOINT_URL_S3=proxy.url)
         record = world.put("s3slow.bin", b"x" * 1000)
-        _, error, seconds = invoke({"Records": [record]}, CountdownContext(budget))
-        print(f"\n[faults] S3 {method} stall: returned after {seconds:.2f}s of a {budget}s budget -> {error!r}")
+        event = {"Records": [record]} if call == "object GET" else {"sync": {"bucket": world.source, "prefix": ""}}
+        _, error, seconds = invoke(event, CountdownContext(budget))
+        print(f"\n[faults] S3 {call} stall: returned after {seconds:.2f}s of a {budget}s budget -> {error!r}")
         assert proxy.injected["stall"] == 1
-        assert isinstance(error, CopyFailed), error
-        assert error.retryable is True
+        assert isinstance(error, GcsSyncError), error
+        assert error.retryable is True, "a stall is transient: the same event may succeed later"
+        assert "s3slow.bin" in str(error) if call == "object GET" else f"s3://{world.source}/" in str(error)
         assert world.gcs_object(dest, "s3slow.bin") is None
         assert seconds <= budget + 1.0, f"returned after {seconds:.2f}s, budget {budget}s"
     finally:

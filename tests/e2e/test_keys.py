@@ -320,7 +320,7 @@ def test_staging_is_empty_after_a_failed_read(world, monkeypatch):
     world.configure(f"gs://{dest}")
     spy = StagingSpy(world, monkeypatch)
 
-    def broken_read(self, obj, sink):
+    def broken_read(self, obj, sink, body=None):
         sink.write(b"half of the bytes")
         raise SourceError(f"{obj.url}: connection reset (test)", retryable=True)
 

@@ -702,15 +702,18 @@ def test_stale_event_on_an_unversioned_bucket_copies_the_current_state(world, wr
 
 
 def _between_head_and_get(monkeypatch, action):
-    """Run ``action()`` once, after the HEAD and just before the first GET of the source."""
+    """Run ``action()`` once, after the first GET's headers were read, and lose that GET's body:
+    the bytes are then read by a GET pinned to the state those headers gave (as after a cut)."""
     real = S3Source.read_into
     calls = []
 
-    def read_into(self, obj, sink):
+    def read_into(self, obj, sink, body=None):
         calls.append(obj)
         if len(calls) == 1:
             action()
-        return real(self, obj, sink)
+            body.close()
+            body = None
+        return real(self, obj, sink, body)
 
     monkeypatch.setattr(S3Source, "read_into", read_into)
     return calls
@@ -745,9 +748,9 @@ def test_a_put_racing_a_large_copy_never_yields_a_mix(world, monkeypatch, write_
     started = threading.Event()
     real = S3Source.read_into
 
-    def read_into(self, obj, sink):
+    def read_into(self, obj, sink, body=None):
         started.set()
-        return real(self, obj, sink)
+        return real(self, obj, sink, body)
 
     monkeypatch.setattr(S3Source, "read_into", read_into)
 
@@ -790,10 +793,12 @@ def test_source_deleted_before_it_could_be_read_is_skipped(world, monkeypatch, w
     else:
         real = S3Source.read_into
 
-        def read_into(self, obj, sink):
-            if obj.key == "gone.bin":
+        def read_into(self, obj, sink, body=None):
+            if obj.key == "gone.bin":  # deleted, and the GET's body lost: the pinned re-read finds nothing
                 delete()
-            return real(self, obj, sink)
+                body.close()
+                body = None
+            return real(self, obj, sink, body)
 
         monkeypatch.setattr(S3Source, "read_into", read_into)
         summary = world.notify(gone, kept)
@@ -844,7 +849,7 @@ def _last_modified(world, key: str) -> str:
 @WRITE_PATHS
 def test_source_deleted_while_asking_s3_for_the_order_is_skipped_not_failed(world, monkeypatch, write_path):
     """Unversioned, no sequencers, both states in one Last-Modified second: the order is asked of
-    S3 — and the object is gone by then. Nothing was read: skipped, like any deleted source."""
+    S3 — and the object is gone by then. Nothing was written: skipped, like any deleted source."""
     dest = world.bucket()
     world.configure(f"gs://{dest}", STREAM_THRESHOLD_MB=THRESHOLDS[write_path])
     for attempt in range(5):  # two PUTs within one second (almost always the first attempt)
@@ -860,10 +865,9 @@ def test_source_deleted_while_asking_s3_for_the_order_is_skipped_not_failed(worl
 
     def head(self, bucket, key_, version_id=None):
         heads.append(key_)
-        found = real_head(self, bucket, key_, version_id)
-        if len(heads) == 1:  # deleted right after our first look
+        if len(heads) == 1:  # deleted just before S3 is asked which state is current
             world.rig.s3_client.delete_object(Bucket=bucket, Key=key_)
-        return found
+        return real_head(self, bucket, key_, version_id)
 
     monkeypatch.setattr(S3Source, "head", head)
     summary = world.notify(r2)
