@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 STAGING_PREFIX = "gcs-sync-"
 SOURCE_ATTEMPTS = 3  # re-reads when the source changes under us
 WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
+# Objects up to this size are written as new (ifGenerationMatch=0) without looking first, unless
+# this container has seen the name at that destination: a 412 then means "look and decide", so
+# the rule holds; a new name saves the look, an existing one costs a refused small upload.
+WRITE_AS_NEW_MAX = 1024 * 1024
+KNOWN_NAMES_MAX = 20_000
 
 COPIED = "copied"
 DELETED = "deleted"
@@ -170,6 +176,26 @@ class Staging:
         self.close()
 
 
+class _KnownNames:
+    """(destination, name) pairs this container has written or found held: looked up first."""
+
+    def __init__(self, limit: int = KNOWN_NAMES_MAX):
+        self._names: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def __contains__(self, target: tuple[Destination, str]) -> bool:
+        with self._lock:
+            return (target[0].url, target[1]) in self._names
+
+    def add(self, target: tuple[Destination, str]) -> None:
+        with self._lock:
+            self._names[(target[0].url, target[1])] = None
+            self._names.move_to_end((target[0].url, target[1]))
+            while len(self._names) > self._limit:
+                self._names.popitem(last=False)
+
+
 class _Restart(Exception):
     """The source moved on while deciding: read its latest state and start this object again."""
 
@@ -185,6 +211,7 @@ class Copier:
         self._destinations = ThreadPoolExecutor(
             max(1, workers * len(settings.destinations)), thread_name_prefix="gcs-sync-destination"
         )
+        self._known = _KnownNames()
 
     def copy_all(self, refs: Sequence[ObjectRef], staging: Staging) -> list[ObjectReport]:
         """Copy (or, for removed refs, mirror the delete of) every ref; one report each, in order."""
@@ -281,12 +308,15 @@ class Copier:
             started = time.monotonic()
             # What each destination holds is looked up while S3 answers the GET: its headers give
             # the state to decide on, its body is read only when some destination needs it.
-            lookups = {i: self._destinations.submit(self._held, targets[i]) for i in pending}
+            as_new = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
+            lookups = {i: None if as_new and targets[i] not in self._known
+                       else self._destinations.submit(self._held, targets[i]) for i in pending}
             try:
                 obj, body = self.source.open(ref.bucket, ref.key, ref.version_id)
             except GcsSyncError as exc:
                 for future in lookups.values():
-                    future.result()
+                    if future is not None:
+                        future.result()
                 if isinstance(exc, SourceGone):
                     raise
                 for i in pending:
@@ -305,6 +335,9 @@ class Copier:
                 done[i] = self._result(d, n, FAILED, retryable=True, error=(
                     f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
                     "the next event or retry copies its latest state"))
+        for i, result in done.items():
+            if result.outcome in (COPIED, CURRENT, SUPERSEDED):
+                self._known.add(targets[i])
         return [done[i] for i in range(len(targets)) if i in done]
 
     def _decide_and_write(self, ref: ObjectRef, obj: SourceObject, body: Any, targets: list, pending: list,
@@ -315,7 +348,8 @@ class Copier:
             log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
         state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
 
-        plans = {i: self._plan(targets[i], state, lookups[i].result(), started) for i in pending}
+        plans = {i: _Write(None) if lookups[i] is None else self._plan(targets[i], state, lookups[i].result(), started)
+                 for i in pending}
         to_write = []
         for i, plan in plans.items():
             if isinstance(plan, DestinationResult):

@@ -545,6 +545,13 @@ class Harness:
         final = [records[(k, schedule.versions[k] - 1)] for k in range(len(keys))]
         summary = invoke(self.containers[0], {"Records": final})
         assert summary["already_current"] == len(keys) and summary["failed"] == 0, summary
+        # A small object may be sent as new (ifGenerationMatch=0) to a name this container has
+        # not seen yet: refused, never written. Now it knows them all: once more sends nothing.
+        tried = self.uploads.entries[before:]
+        assert all(e.generation is None and e.if_generation_match == 0 for e in tried), tried
+        before = len(self.uploads.entries)
+        summary = invoke(self.containers[0], {"Records": final})
+        assert summary["already_current"] == len(keys) and summary["failed"] == 0, summary
         assert len(self.uploads.entries) == before
         for (bucket, name), generation in generations.items():
             assert world.gcs_object(bucket, name)["generation"] == generation
@@ -1049,7 +1056,10 @@ def test_rival_writer_before_our_upload_gets_us_a_412_and_the_newer_copy_stays(
     ours = [u for u in log.entries if u.etag == r1["s3"]["object"]["eTag"]]
     theirs = [u for u in log.entries if u.etag == state["r2"]["s3"]["object"]["eTag"]]
     assert [(u.if_generation_match, u.generation) for u in ours] == [(state["g0"], None)]
-    assert [u.if_generation_match for u in theirs] == [state["g0"]] and theirs[0].generation is not None
+    written = [u for u in theirs if u.generation is not None]
+    assert [u.if_generation_match for u in written] == [state["g0"]]
+    # The rival container had not seen the name: a small object is first sent as new, refused.
+    assert all(u.if_generation_match == 0 for u in theirs if u.generation is None)
     assert (state["g0"] != 0) is preexisting
     assert kinds.kinds[-2:] == [path, path]  # the rival's upload, then ours: both took this path
     assert summary["superseded"] == 1 and summary["copied"] == 0 and summary["failed"] == 0

@@ -6,6 +6,7 @@ remaining time counts down from a deadline the test chooses, as Lambda's does.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -318,15 +319,15 @@ def test_a_chunk_cut_off_by_the_deadline_is_resumed_not_skipped(world):
     objects = {f"s/{group}-{i}.txt": f"{group}{i}".encode() for group in "abc" for i in range(4)}
     put_many(world, objects)
 
-    # Cloud Storage answers the lookup of s/b-1.txt slowly during the first invocation, so the
-    # second chunk (s/b-0 .. s/b-3) cannot finish before the invocation's deadline.
-    slow_name = "/o/" + urllib.parse.quote("s/b-1.txt", safe="")
+    # Cloud Storage answers the 6th upload (s/b-1.txt) slowly during the first invocation, so
+    # the second chunk (s/b-0 .. s/b-3) cannot finish before the invocation's deadline.
     release = threading.Event()
     record = world.rig.front._record
+    uploads = itertools.count(1)
 
     def slow_record(method, path):
         record(method, path)
-        if method == "GET" and path.startswith(f"/storage/v1/b/{dest}/") and path.endswith(slow_name):
+        if method == "POST" and path == f"/upload/storage/v1/b/{dest}/o" and next(uploads) == 6:
             release.wait(8)
 
     world.monkeypatch.setattr(world.rig.front, "_record", slow_record)
