@@ -50,6 +50,8 @@ SOURCE = "bench-src"
 BUCKETS = [f"bench-dst-{i}" for i in range(1, 5)]
 RCLONE = REPO / ".venv" / "bin" / "rclone"
 HUGE_THRESHOLD_MB = "1000000"  # STREAM_THRESHOLD_MB that stages everything
+RANGED_PARTS = "4"  # S3_READ_PARTS of the ranged-GET contender
+DEFAULT_THRESHOLD = 8 * MIB  # gcs_sync.config.Settings.stream_threshold: objects this large stream
 
 
 # -- plans ----------------------------------------------------------------------------------------
@@ -345,7 +347,7 @@ class Bench:
         """The function's environment, as Lambda would set it (plus the rig's endpoints)."""
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("AWS_", "GCS_", "GOOGLE_", "STREAM_", "STAGING_", "SOURCE_BUCKETS",
-                                     "S3_BUCKET_NAME", "MIRROR_DELETES", "OBJECT_CONCURRENCY", "LOG_LEVEL",
+                                     "S3_BUCKET_NAME", "S3_READ_PARTS", "MIRROR_DELETES", "OBJECT_CONCURRENCY", "LOG_LEVEL",
                                      "INCLUDE", "EXCLUDE", "LAMBDA_"))}
         endpoint = {"sink": self.sink.info["url"], "rig": self.rig.info["front"]}[gcs]
         return {**base, **self.s3.info["env"], "TMPDIR": str(self.tmp),
@@ -588,13 +590,15 @@ def section_large(b: Bench) -> None:
     for size in plan.large:
         obj = b.put_object(size)
         reps = plan.large_reps[size]
-        progress(f"large {size_label(size)}: {reps} rounds of function / staged / floor / rclone")
+        progress(f"large {size_label(size)}: {reps} rounds of function / ranged / staged / floor / rclone")
         fn = b.driver(f"large-default-{size}", b.env("sink"), "function")
+        ranged = b.driver(f"large-ranged-{size}", b.env("sink", S3_READ_PARTS=RANGED_PARTS), "function")
         staged = b.driver(f"large-staged-{size}", b.env("sink", STREAM_THRESHOLD_MB=HUGE_THRESHOLD_MB), "function")
         floor = b.driver(f"large-floor-{size}", b.env("sink"), "floor")
-        results: dict[str, list[dict]] = {k: [] for k in ("function", "staged", "floor", "rclone")}
+        results: dict[str, list[dict]] = {k: [] for k in ("function", "ranged", "staged", "floor", "rclone")}
         for rep in range(reps):
             contenders = [("function", lambda: fn.call("copy", sample=True, bucket=SOURCE, key=obj.key)),
+                          ("ranged", lambda: ranged.call("copy", sample=True, bucket=SOURCE, key=obj.key)),
                           ("rclone", lambda: b.rclone(obj, "sink")),
                           ("floor", lambda: floor.call("floor_staged", sample=True, bucket=SOURCE, key=obj.key)),
                           ("staged", lambda: staged.call("copy", sample=True, bucket=SOURCE, key=obj.key))]
@@ -605,23 +609,24 @@ def section_large(b: Bench) -> None:
                 b.verify_sink(obj, 2, who)
                 b.clear_sink()
                 results[who].append(result)
-        lifetime = {"function": fn, "staged": staged, "floor": floor}
+        lifetime = {"function": fn, "ranged": ranged, "staged": staged, "floor": floor}
         for who, driver in lifetime.items():
             driver.call("status")
         b.large_results[size] = (results, {who: d.lifetime_hwm_kb for who, d in lifetime.items()},
                                  {who: d.setup for who, d in lifetime.items()})
-        for driver in (fn, staged, floor):
+        for driver in (fn, ranged, staged, floor):
             b.retire(driver)
 
     for size, (results, lifetimes, setups) in b.large_results.items():
         med = {who: statistics.median(r["seconds"] for r in rs) for who, rs in results.items()}
         best = {who: min(r["seconds"] for r in rs) for who, rs in results.items()}
         rows = []
-        labels = {"function": "gcs-sync, default config (streams: size >= 64 MiB)",
+        labels = {"function": f"gcs-sync, default config (streams: size >= {size_label(DEFAULT_THRESHOLD)})",
+                  "ranged": f"gcs-sync, S3_READ_PARTS={RANGED_PARTS} (ranged GETs of 8 MiB, streams)",
                   "staged": "gcs-sync, STREAM_THRESHOLD_MB huge (staged)",
                   "floor": "staged floor: one GET to a file, upload_from_filename x2 (threads)",
                   "rclone": "rclone copyto x2, one after the other"}
-        for who in ("function", "staged", "floor", "rclone"):
+        for who in ("function", "ranged", "staged", "floor", "rclone"):
             rs = results[who]
             peak_rss = max(r.get("peak_rss_kb", 0) for r in rs)
             tmp = max(r.get("peak_tmp_bytes", 0) for r in rs) if who != "rclone" else None
@@ -648,6 +653,8 @@ def section_large(b: Bench) -> None:
                         f"{r_floor:.2f}x; {best['function'] / best['floor']:.2f}x", verdict(r_floor, 1.0)])
         b.goals.append([f"large {size_label(size)}: staged mode / streaming (median)", "(threshold choice)",
                         f"{med['staged'] / med['function']:.2f}x", "-"])
+        b.goals.append([f"large {size_label(size)}: S3_READ_PARTS={RANGED_PARTS} / one streamed GET (median)",
+                        "(read strategy choice)", f"{med['ranged'] / med['function']:.2f}x", "-"])
 
     size = max(plan.large)
     results, lifetimes, _ = b.large_results[size]
@@ -771,7 +778,7 @@ def section_scaling(b: Bench) -> None:
     for size in plan.scale_sizes:
         med = {mode: statistics.median(r["seconds"] for r in results[(size, mode)]) for mode in ("staged", "stream")}
         peak = {mode: max(r["VmHWM"] - r["before"]["VmRSS"] for r in results[(size, mode)]) for mode in med}
-        default = "stream" if size >= 64 * MIB else "staged"
+        default = "stream" if size >= DEFAULT_THRESHOLD else "staged"
         faster = min(med, key=med.get)
         b.crossover.append((size, med["staged"] / med["stream"]))
         rows.append([size_label(size), f"{med['staged'] * 1e3:.0f}", f"{med['stream'] * 1e3:.0f}",
@@ -782,7 +789,8 @@ def section_scaling(b: Bench) -> None:
           ["size", "staged ms", "streaming ms", "staged/stream", "default MB/s", "default mode",
            "default is the faster", "staged +RSS MiB", "stream +RSS MiB"], rows,
           note="+RSS = per-event peak (VmHWM reset before the event) minus RSS before it.\n"
-               "The default (STREAM_THRESHOLD_MB=64) stages below 64 MiB and streams from 64 MiB up.")
+               f"The default (STREAM_THRESHOLD_MB={DEFAULT_THRESHOLD // MIB}) stages below "
+               f"{size_label(DEFAULT_THRESHOLD)} and streams from there up.")
 
     progress(f"scaling with destinations: {plan.dest_counts} x {size_label(plan.dest_size)}")
     obj = b.put_object(plan.dest_size)

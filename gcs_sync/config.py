@@ -82,6 +82,7 @@ class Settings:
     object_concurrency: int = 4
     stream_threshold: int = 8 * MIB  # objects this large stream instead of staging
     stream_chunk: int = 8 * MIB
+    s3_read_parts: int = 1  # 1: one streamed GET per object; N: N ranged GETs of stream_chunk in flight
     log_level: str = "INFO"
     aws_region: str | None = None
     aws_keys_present: bool = False
@@ -139,6 +140,7 @@ class Settings:
 
         stream_threshold = _int(env, "STREAM_THRESHOLD_MB", 8, problems, minimum=0)
         stream_chunk = _int(env, "STREAM_CHUNK_MB", 8, problems, minimum=1)
+        s3_read_parts = _int(env, "S3_READ_PARTS", 1, problems, minimum=1)
 
         staging_dir = env.get("STAGING_DIR", "").strip() or tempfile.gettempdir()
         if not os.path.isdir(staging_dir):
@@ -169,6 +171,7 @@ class Settings:
             object_concurrency=concurrency,
             stream_threshold=stream_threshold * MIB,
             stream_chunk=stream_chunk * MIB,
+            s3_read_parts=s3_read_parts,
             log_level=log_level,
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None),
             aws_keys_present=bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")),

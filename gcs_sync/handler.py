@@ -46,10 +46,11 @@ class Runtime:
         deadline = Deadline()
         auth = GoogleAuth.from_settings(settings, deadline)
         pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
-        s3 = s3_client(pool)
+        s3 = s3_client(pool + settings.object_concurrency * settings.s3_read_parts)
         client = gcs_client(settings, auth, pool)
         writer = GcsWriter(client, deadline, session=client._http, endpoint=settings.gcs_api_endpoint)
-        copier = Copier(settings, S3Source(s3, deadline), writer, deadline)
+        copier = Copier(settings, S3Source(s3, deadline, parts=settings.s3_read_parts, part_size=settings.stream_chunk),
+                        writer, deadline)
         return cls(settings, auth, s3, writer, copier, deadline)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -104,9 +108,14 @@ def bind_deadline(client: Any, deadline: Deadline) -> None:
 
 
 class S3Source:
-    def __init__(self, client: Any, deadline: Deadline | None = None):
+    """``parts`` > 1: objects larger than ``part_size`` are read as that many ranged GETs of
+    ``part_size`` bytes in flight (fed to the sink in order); otherwise one streamed GET."""
+
+    def __init__(self, client: Any, deadline: Deadline | None = None, *, parts: int = 1,
+                 part_size: int = 8 * 1024 * 1024):
         self._s3 = client
         self._deadline = deadline or Deadline()
+        self._parts, self._part_size = parts, part_size
         bind_deadline(client, self._deadline)
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
@@ -144,16 +153,13 @@ class S3Source:
         backoff.
         """
         digests = Digests()
-        for attempt in range(1, READ_ATTEMPTS + 1):
-            try:
-                self._read_from(obj, sink, digests, body if attempt == 1 else None)
-                break
-            except SourceError as exc:
-                if not exc.retryable or attempt == READ_ATTEMPTS or self._deadline.expired():
-                    raise
-                log.info("source read resumed", extra={"fields": {
-                    "source": obj.url, "offset": digests.size, "attempt": attempt, "error": str(exc)}})
-                time.sleep(random.uniform(0, min(4.0, 0.25 * 2 ** attempt)))
+        if self._parts > 1 and obj.size > self._part_size:
+            if body is not None:
+                body.close()  # the parts are asked for by range
+            self._read_parts(obj, sink, digests)
+        else:
+            self._retrying(obj, digests, lambda attempt: self._read_from(
+                obj, sink, digests, body if attempt == 1 else None))
         if digests.size != obj.size:
             raise SourceError(
                 f"{obj.url}: read {digests.size} bytes, expected {obj.size}; will retry", retryable=True
@@ -164,14 +170,62 @@ class S3Source:
             )
         return digests
 
-    def _read_from(self, obj: SourceObject, sink: BinaryIO, digests: Digests, body: Any = None) -> None:
+    def _retrying(self, obj: SourceObject, digests: Digests, read: Any) -> None:
+        """``read(attempt)`` until it succeeds: a retryable failure is tried again (it resumes from
+        what ``digests`` counted) up to READ_ATTEMPTS times, with jittered backoff."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                read(attempt)
+                return
+            except SourceError as exc:
+                if not exc.retryable or attempt == READ_ATTEMPTS or self._deadline.expired():
+                    raise
+                log.info("source read resumed", extra={"fields": {
+                    "source": obj.url, "offset": digests.size, "attempt": attempt, "error": str(exc)}})
+                time.sleep(random.uniform(0, min(4.0, 0.25 * 2 ** attempt)))
+
+    def _read_parts(self, obj: SourceObject, sink: BinaryIO, digests: Digests) -> None:
+        """Ranged GETs, ``parts`` in flight, each pinned and retried on its own; written in order.
+
+        Memory: up to ``parts`` + 1 parts of ``part_size`` bytes.
+        """
+        starts = iter(range(0, obj.size, self._part_size))
+        with ThreadPoolExecutor(self._parts, thread_name_prefix="gcs-sync-s3-part") as pool:
+            in_flight = deque(pool.submit(self._part, obj, start) for start in islice(starts, self._parts))
+            try:
+                while in_flight:
+                    data = in_flight.popleft().result()
+                    following = next(starts, None)
+                    if following is not None:
+                        in_flight.append(pool.submit(self._part, obj, following))
+                    _write(obj, sink, data)
+                    digests.update(data)
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    def _part(self, obj: SourceObject, start: int) -> bytes:
+        end = min(start + self._part_size, obj.size)
+        counted, buffer = Digests(), io.BytesIO()  # a resumed part appends where it was cut off
+        self._retrying(obj, counted, lambda attempt: self._read_from(obj, buffer, counted, None, start, end))
+        data = buffer.getvalue()
+        if len(data) != end - start:
+            raise SourceError(f"{obj.url}: read {len(data)} bytes of the range {start}-{end - 1}; will retry",
+                              retryable=True)
+        return data
+
+    def _read_from(self, obj: SourceObject, sink: Any, digests: Digests, body: Any = None,
+                   start: int = 0, end: int | None = None) -> None:
+        """Read ``[start + what digests counted, end)`` of the pinned state into ``sink``."""
+        end = obj.size if end is None else end
         params = {"Bucket": obj.bucket, "Key": obj.key, "IfMatch": f'"{obj.etag}"'}
         if obj.version_id:
             params["VersionId"] = obj.version_id
-        if digests.size:
-            if digests.size >= obj.size:
-                return
-            params["Range"] = f"bytes={digests.size}-"
+        offset = start + digests.size
+        if offset >= end and (digests.size or end > start):
+            return
+        if offset or end < obj.size:
+            params["Range"] = f"bytes={offset}-{end - 1}"
         try:
             if body is None:
                 body = self._s3.get_object(**params)["Body"]
@@ -184,11 +238,7 @@ class S3Source:
                             f"{obj.size} bytes; raise the function's timeout",
                             retryable=True,
                         )
-                    try:
-                        sink.write(chunk)
-                    except OSError as exc:  # the staging disk, not S3
-                        raise StagingError(f"{obj.url}: cannot write the staged copy ({exc.strerror}); "
-                                           "raise the function's ephemeral storage") from exc
+                    _write(obj, sink, chunk)
                     digests.update(chunk)
             finally:
                 body.close()
@@ -211,6 +261,14 @@ class S3Source:
                 ) from exc
         except BotoCoreError:
             pass
+
+
+def _write(obj: SourceObject, sink: Any, data: bytes) -> None:
+    try:
+        sink.write(data)
+    except OSError as exc:  # the staging disk, not S3
+        raise StagingError(f"{obj.url}: cannot write the staged copy ({exc.strerror}); "
+                           "raise the function's ephemeral storage") from exc
 
 
 def _shorten_socket_timeout(body: Any, left: float | None) -> None:

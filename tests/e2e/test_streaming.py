@@ -121,3 +121,54 @@ def test_a_412_at_initiation_looks_again(world, monkeypatch):
     assert raced and summary["failed"] == 0 and summary["already_current"] == 1, summary
     assert world.gcs_bytes(dest, "c.bin") == second
     assert world.staging_leftovers() == []
+
+
+@pytest.mark.parametrize("path", ["streamed", "staged"])
+@pytest.mark.parametrize("size", [MIB + 1, 5 * MIB + 12345])
+def test_ranged_reads_in_parallel_assemble_the_object_in_order(world, path, size):
+    """S3_READ_PARTS=3: the object is read as 1 MiB ranged GETs, three in flight, through a
+    proxy that cuts some of their answers midway; each part resumes on its own."""
+    from tests.rig.faults import FaultPlan, FaultProxy
+
+    plain, prefixed = world.bucket(), world.bucket()
+    proxy = FaultProxy(world.rig.s3.url, seed=31, name="s3-parts", plan=FaultPlan(
+        reset_response=0.3, max_faults=3, flavor="s3", match=lambda m, p: m == "GET" and "ranged" in p)).start()
+    try:
+        threshold = "0" if path == "streamed" else "64"
+        world.configure(f"gs://{plain} gs://{prefixed}/p/", AWS_ENDPOINT_URL_S3=proxy.url, S3_READ_PARTS="3",
+                        STREAM_CHUNK_MB="1", STREAM_THRESHOLD_MB=threshold)
+        body = os.urandom(size)
+        summary = world.notify(world.put("ranged/file.bin", body))
+        print(f"\n[parts] {path} {size} bytes: {proxy.summary()}")
+        assert summary["copied"] == 1 and summary["bytes"] == 2 * size, summary
+        assert world.gcs_bytes(plain, "ranged/file.bin") == body
+        assert world.gcs_bytes(prefixed, "p/ranged/file.bin") == body
+        parts = -(-size // MIB)
+        assert proxy.requests >= 1 + parts  # the GET giving the state, then one per part
+        assert proxy.injected["reset_response"] >= 1, "no part was cut: the schedule proves nothing"
+        assert world.staging_leftovers() == []
+    finally:
+        proxy.stop()
+
+
+def test_ranged_reads_stay_pinned_to_the_state_read_first(world, monkeypatch):
+    """The object changes after its state was read: the parts are asked for with IfMatch, S3
+    refuses them, and the copy starts again from the new state: never a mix of the two."""
+    dest = world.bucket()
+    world.configure(f"gs://{dest}", S3_READ_PARTS="2", STREAM_CHUNK_MB="1", STREAM_THRESHOLD_MB="0")
+    first, second = os.urandom(3 * MIB), os.urandom(3 * MIB + 5)
+    record = world.put("ranged/moving.bin", first)
+    real = gcs_sync.source.S3Source._read_parts
+    calls = []
+
+    def read_parts(self, obj, sink, digests):
+        calls.append(obj.etag)
+        if len(calls) == 1:
+            world.rig.s3_client.put_object(Bucket=world.source, Key="ranged/moving.bin", Body=second)
+        return real(self, obj, sink, digests)
+
+    monkeypatch.setattr(gcs_sync.source.S3Source, "_read_parts", read_parts)
+    summary = world.notify(record)
+    assert summary["copied"] == 1, summary
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert world.gcs_bytes(dest, "ranged/moving.bin") == second
