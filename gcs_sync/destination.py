@@ -82,7 +82,8 @@ class GcsWriter:
         blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
         # Sent with the upload: Cloud Storage rejects the object if the bytes do not match.
         blob.crc32c = digests.crc32c_b64
-        blob.md5_hash = digests.md5_b64
+        if digests.md5_b64:
+            blob.md5_hash = digests.md5_b64
         try:
             blob.upload_from_filename(
                 path,
@@ -96,7 +97,7 @@ class GcsWriter:
             raise translate(exc, destination, name, "write") from exc
         written = _held(blob)
         where = f"gs://{destination.bucket}/{name}"
-        if blob.crc32c != digests.crc32c_b64 or (blob.md5_hash and blob.md5_hash != digests.md5_b64):
+        if blob.crc32c != digests.crc32c_b64 or digests.md5_differs(blob.md5_hash):
             self._discard(blob, written.generation)
             raise ChecksumMismatch(
                 f"{where}: Cloud Storage reports "

@@ -152,7 +152,7 @@ class S3Source:
         byte reached, pinned to the same version / ETag, up to READ_ATTEMPTS times with jittered
         backoff.
         """
-        digests = Digests()
+        digests = Digests(md5=obj.md5_hex is not None)
         if self._parts > 1 and obj.size > self._part_size:
             if body is not None:
                 body.close()  # the parts are asked for by range
@@ -206,7 +206,8 @@ class S3Source:
 
     def _part(self, obj: SourceObject, start: int) -> bytes:
         end = min(start + self._part_size, obj.size)
-        counted, buffer = Digests(), io.BytesIO()  # a resumed part appends where it was cut off
+        # Counted only (the whole read is digested in order); a resumed part appends where it stopped.
+        counted, buffer = Digests(md5=False, crc=False), io.BytesIO()
         self._retrying(obj, counted, lambda attempt: self._read_from(obj, buffer, counted, None, start, end))
         data = buffer.getvalue()
         if len(data) != end - start:

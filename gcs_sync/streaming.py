@@ -219,7 +219,7 @@ def verify(stream: DestinationStream, digests: Digests) -> int:
     """Compare the finished object with the source's digests; return its generation."""
     result = stream.result or {}
     crc, md5, size = result.get("crc32c"), result.get("md5Hash"), int(result.get("size", -1))
-    if crc != digests.crc32c_b64 or (md5 and md5 != digests.md5_b64) or size != digests.size:
+    if crc != digests.crc32c_b64 or digests.md5_differs(md5) or size != digests.size:
         raise ChecksumMismatch(
             f"{stream.where}: Cloud Storage reports crc32c {crc} / md5 {md5} / {size} bytes, the source "
             f"has crc32c {digests.crc32c_b64} / md5 {digests.md5_b64} / {digests.size} bytes")

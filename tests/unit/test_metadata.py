@@ -248,3 +248,18 @@ def test_digests_chunked_equal_whole():
         chunked.update(data[i:i + 4093])
     chunked.update(b"")
     assert (chunked.crc32c_b64, chunked.md5_hex, chunked.size) == (whole.crc32c_b64, whole.md5_hex, len(data))
+
+
+def test_digests_without_md5_check_crc32c_only():
+    crc_only = Digests(md5=False)
+    crc_only.update(b"hello")
+    assert crc_only.crc32c_b64 == "mnG7TA==" and crc_only.size == 5
+    assert crc_only.md5_hex is None and crc_only.md5_b64 is None
+    assert not crc_only.md5_differs("XUFAKrxLKna5cZ2REBfFkg==")  # nothing to contradict
+    full = Digests()
+    full.update(b"hello")
+    assert not full.md5_differs("XUFAKrxLKna5cZ2REBfFkg==") and not full.md5_differs(None)
+    assert full.md5_differs("1B2M2Y8AsgTpgAmY7PhCfg==")
+    counted = Digests(md5=False, crc=False)
+    counted.update(b"hello")
+    assert counted.size == 5 and counted.crc32c_b64 is None
