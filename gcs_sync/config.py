@@ -83,6 +83,7 @@ class Settings:
     stream_threshold: int = 8 * MIB  # objects this large stream instead of staging
     stream_chunk: int = 8 * MIB
     s3_read_parts: int = 1  # 1: one streamed GET per object; N: N ranged GETs of stream_chunk in flight
+    memory_mb: int = 1024  # the function's memory setting (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
     log_level: str = "INFO"
     aws_region: str | None = None
     aws_keys_present: bool = False
@@ -172,6 +173,7 @@ class Settings:
             stream_threshold=stream_threshold * MIB,
             stream_chunk=stream_chunk * MIB,
             s3_read_parts=s3_read_parts,
+            memory_mb=memory_mb,
             log_level=log_level,
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None),
             aws_keys_present=bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")),

@@ -37,6 +37,7 @@ WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
 # the rule holds; a new name saves the look, an existing one costs a refused small upload.
 WRITE_AS_NEW_MAX = 1024 * 1024
 KNOWN_NAMES_MAX = 20_000
+STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects streaming at once
 
 COPIED = "copied"
 DELETED = "deleted"
@@ -212,6 +213,7 @@ class Copier:
             max(1, workers * len(settings.destinations)), thread_name_prefix="gcs-sync-destination"
         )
         self._known = _KnownNames()
+        self._streams = threading.BoundedSemaphore(streams_in_flight(settings))
 
     def copy_all(self, refs: Sequence[ObjectRef], staging: Staging) -> list[ObjectReport]:
         """Copy (or, for removed refs, mirror the delete of) every ref; one report each, in order."""
@@ -438,7 +440,13 @@ class Copier:
 
     def _stream_and_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
                           started: float) -> dict:
-        """Read once, feeding resumable uploads at every destination as the bytes arrive."""
+        """Read once, feeding resumable uploads at every destination as the bytes arrive; at most
+        ``streams_in_flight`` objects at a time (the others wait for a slot)."""
+        with self._streams:
+            return self._stream_to(obj, body, state, targets, to_write, started)
+
+    def _stream_to(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
+                   started: float) -> dict:
         from .streaming import ChunkSink, DestinationStream, Feeder, verify
 
         feeders = {}
@@ -553,6 +561,16 @@ class Copier:
     def close(self) -> None:
         self._objects.shutdown(wait=False)
         self._destinations.shutdown(wait=False)
+
+
+def streams_in_flight(settings: Settings) -> int:
+    """How many objects may stream at once: each holds up to 1 + (QUEUE_DEPTH + 1) x destinations
+    pieces of STREAM_CHUNK_MB, and together they stay within STREAM_MEMORY_SHARE of the memory."""
+    from .streaming import QUEUE_DEPTH
+
+    per_object = settings.stream_chunk * (1 + (QUEUE_DEPTH + 1) * max(1, len(settings.destinations)))
+    budget = settings.memory_mb * 1024 * 1024 * STREAM_MEMORY_SHARE
+    return max(1, min(settings.object_concurrency, int(budget // per_object)))
 
 
 @dataclass(frozen=True)
