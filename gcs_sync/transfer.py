@@ -350,8 +350,13 @@ class Copier:
             log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
         state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
 
-        plans = {i: _Write(None) if lookups[i] is None else self._plan(targets[i], state, lookups[i].result(), started)
-                 for i in pending}
+        def held(i: int) -> HeldObject | None | GcsSyncError:
+            if lookups[i] is not None:
+                return lookups[i].result()
+            # Not looked up: sent as new (None), unless the object grew past the size the event gave.
+            return self._held(targets[i]) if obj.size > WRITE_AS_NEW_MAX else None
+
+        plans = {i: self._plan(targets[i], state, held(i), started) for i in pending}
         to_write = []
         for i, plan in plans.items():
             if isinstance(plan, DestinationResult):

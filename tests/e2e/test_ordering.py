@@ -1107,3 +1107,23 @@ def test_rig_gap_a_rival_write_after_resumable_initiation_is_not_detected(world,
     assert [(u.if_generation_match, u.generation is not None) for u in ours] == [(0, True)]
     assert summary["copied"] == 1
     assert world.gcs_bytes(dest, key) == first  # the stale write wins under the rig
+
+
+def test_an_object_grown_past_the_events_size_is_looked_up_not_sent_as_new(world):
+    """The event says 5 bytes (small: sent as new without a look), but S3 now holds 2 MiB and a
+    copy already exists: the function looks first, so the one upload is conditional on it."""
+    dest = world.bucket()
+    world.configure(f"gs://{dest}", STREAM_THRESHOLD_MB="1", STREAM_CHUNK_MB="1")
+    rival = new_container(world, str(world.tmp_path / "rival-tmp"))
+    small = world.put("grown.bin", b"small")
+    assert invoke(rival, {"Records": [small]})["copied"] == 1
+    generation = world.gcs_object(dest, "grown.bin")["generation"]
+    big = os.urandom(2 * MiB)
+    world.rig.s3_client.put_object(Bucket=world.source, Key="grown.bin", Body=big)
+    before = len(world.rig.front.requests)
+    summary = world.notify(small)  # this container has not seen the name
+    assert summary["copied"] == 1, summary
+    sessions = [p for m, p in world.rig.front.requests[before:] if m == "POST" and p.startswith("/upload/")]
+    assert len(sessions) == 1, "a refused 'only if absent' upload was tried first"
+    assert world.gcs_bytes(dest, "grown.bin") == big
+    assert int(world.gcs_object(dest, "grown.bin")["generation"]) != int(generation)
