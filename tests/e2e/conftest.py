@@ -132,3 +132,18 @@ def md5_b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.rig.faults import FAULT_RUNS
+
+    if not FAULT_RUNS:
+        return
+    total = {k: sum(run[k] for run in FAULT_RUNS) for k in ("faults", "copied", "corrupt", "lost", "failed_first")}
+    seeds = sorted({run["seed"] for run in FAULT_RUNS})
+    terminalreporter.write_line(
+        f"fault injection: seeds {', '.join(map(str, seeds))} ({len(FAULT_RUNS)} runs, staged and streamed): "
+        f"{total['faults']} faults injected, {total['copied']} copies verified, {total['corrupt']} corrupt, "
+        f"{total['lost']} lost; {total['failed_first']} failed on the faulty delivery and were named "
+        "(set FAULT_SEEDS to choose seeds)")
+

@@ -28,7 +28,7 @@ import pytest
 import gcs_sync.transfer as transfer
 import lambda_function
 from gcs_sync.errors import CopyFailed, CredentialsError, GcsSyncError
-from tests.rig.faults import FaultPlan, FaultProxy
+from tests.rig.faults import FAULT_RUNS, FaultPlan, FaultProxy
 
 from .conftest import FakeContext, md5_b64
 
@@ -254,6 +254,8 @@ def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, see
                 (lost if data == v1 else corrupt).append(f"gs://{bucket}/{name} ({len(data)} bytes)")
             assert meta["metadata"]["seed"] == str(seed) and meta["contentType"] == "application/octet-stream"
         faults = gcs_proxy.total + s3_proxy.total
+        FAULT_RUNS.append({"seed": seed, "path": path, "faults": faults, "lost": len(lost), "corrupt": len(corrupt),
+                           "copied": len(targets) - len(lost) - len(corrupt), "failed_first": len(failed)})
         print(f"seed={seed} path={path} faults={faults} copied={len(targets) - len(lost) - len(corrupt)} "
               f"corrupt={len(corrupt)} lost={len(lost)} failed_first={len(failed)} "
               f"first_run={first_seconds:.1f}s watcher_reads={watcher.seen}")

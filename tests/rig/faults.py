@@ -65,6 +65,10 @@ _GOOGLE_REASON = {429: "rateLimitExceeded", 500: "backendError", 503: "backendEr
 Flavor = Literal["gcs", "s3", "oauth"]
 KINDS = ("status", "reset_response", "drop_request", "stall")
 
+# One line per seeded fault run of the suite (seed, faults injected, copies verified, corrupt,
+# lost), printed at the end of the test session so every run shows its seeds and totals.
+FAULT_RUNS: list[dict[str, Any]] = []
+
 
 @dataclass
 class FaultPlan:
