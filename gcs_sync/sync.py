@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .config import Settings
+from .config import Destination, Settings
 from .destination import GcsWriter
 from .errors import EventError, GcsSyncError, SourceError
 from .events import ObjectRef, SyncRequest
@@ -112,7 +112,7 @@ def run(request: SyncRequest, settings: Settings, s3: Any, copier: Copier, write
                 chunk = page[start:start + chunk_size]
                 began = time.monotonic()
                 needed = _needing_copy([i for i in chunk if settings.key_filter.allows(i.key)],
-                                       bucket, settings, writer)
+                                       bucket, settings, writer, copier.remember)
                 summary["to_copy"] += len(needed)
                 if request.dry_run:
                     would_copy.extend(item.key for item in needed)
@@ -161,8 +161,10 @@ def _pages(s3: Any, bucket: str, prefix: str, after: str) -> Iterator[list[Liste
         raise SourceError(f"listing s3://{bucket}/{prefix} failed ({exc}); will retry", retryable=True) from exc
 
 
-def _needing_copy(items: list[Listed], bucket: str, settings: Settings, writer: GcsWriter) -> list[Listed]:
-    """The items some destination lacks or holds an older state of: one listing per destination."""
+def _needing_copy(items: list[Listed], bucket: str, settings: Settings, writer: GcsWriter,
+                  remember: Callable[[Destination, str], None]) -> list[Listed]:
+    """The items some destination lacks or holds an older state of: one listing per destination.
+    Names found held are remembered, so their copies look first instead of writing as new."""
     needed: set[str] = set()
     for destination in settings.destinations:
         mapped = {destination.object_name(i.key): i for i in items if destination.maps(i.key)}
@@ -177,6 +179,8 @@ def _needing_copy(items: list[Listed], bucket: str, settings: Settings, writer: 
             continue
         for name, item in mapped.items():
             copy = held.get(name)
+            if copy is not None:
+                remember(destination, name)
             decision = decide(item.state(bucket), copy.source if copy else None)
             if decision not in (Decision.CURRENT, Decision.SUPERSEDED):
                 needed.add(item.key)

@@ -215,6 +215,10 @@ class Copier:
         self._known = _KnownNames()
         self._streams = threading.BoundedSemaphore(streams_in_flight(settings))
 
+    def remember(self, destination: Destination, name: str) -> None:
+        """``name`` is known to exist at ``destination``: copies to it look before writing."""
+        self._known.add((destination, name))
+
     def copy_all(self, refs: Sequence[ObjectRef], staging: Staging) -> list[ObjectReport]:
         """Copy (or, for removed refs, mirror the delete of) every ref; one report each, in order."""
 
@@ -339,7 +343,7 @@ class Copier:
                     "the next event or retry copies its latest state"))
         for i, result in done.items():
             if result.outcome in (COPIED, CURRENT, SUPERSEDED):
-                self._known.add(targets[i])
+                self.remember(*targets[i])
         return [done[i] for i in range(len(targets)) if i in done]
 
     def _decide_and_write(self, ref: ObjectRef, obj: SourceObject, body: Any, targets: list, pending: list,
