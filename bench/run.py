@@ -537,21 +537,19 @@ def section_standins(b: Bench) -> None:
             else:
                 b.clear_rig(result["names"])
     lat = raw.call("latency", bucket=SOURCE, key="warmup/small.bin", n=plan.latency_n, endpoints={
-        "gcs_sink": b.sink.info["url"], "GcsFront + TCP_NODELAY (used here)": b.rig.info["front"],
-        "GcsFront as the tests run it": b.rig.info["front_as_tested"],
+        "gcs_sink": b.sink.info["url"], "GcsFront (rig)": b.rig.info["front"],
         "fake-gcs-server (direct)": b.rig.info["backend"]})
     b.retire(raw)
     lat_rows = [["moto S3", f"{lat['s3 HEAD']:.1f}", f"{lat['s3 GET']:.1f}", "", "", ""]]
-    for label in ("gcs_sink", "GcsFront + TCP_NODELAY (used here)", "GcsFront as the tests run it",
-                  "fake-gcs-server (direct)"):
+    for label in ("gcs_sink", "GcsFront (rig)", "fake-gcs-server (direct)"):
         lat_rows.append([label, "", "", f"{lat[label + '|metadata']:.1f}", f"{lat[label + '|missing']:.1f}",
                          f"{lat[label + '|upload']:.1f}"])
     table("Stand-ins: single-request latency, warm connection (median ms)",
           ["stand-in", "S3 HEAD", "S3 GET 10 KiB", "GCS metadata GET", "GCS metadata 404",
            "GCS upload 10 KiB (multipart)"], lat_rows,
-          note="The rig's GcsFront is an http.server: it writes a response's headers and body separately, and\n"
-               "with Nagle on, the body waits for the client's delayed ACK (~40 ms) on every request. The\n"
-               "bench runs a second GcsFront on the same backend with TCP_NODELAY set, and uses that one.")
+          note="GcsFront is the rig's token-checking Python proxy in front of fake-gcs-server; like every\n"
+               "rig server it sets TCP_NODELAY (http.server writes headers and body separately, and with\n"
+               "Nagle on the body would wait ~40 ms for the client's delayed ACK).")
     table("Stand-ins: their own throughput (what bounds every figure below)",
           ["stand-in", "operation", "size", "streams", "s", "MB/s", "note"], rows,
           note=f"gcs_sink stores object bytes under {b.sink_dir} "

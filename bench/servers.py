@@ -2,9 +2,7 @@
 
     python -m bench.servers s3      moto's ThreadedMotoServer (S3)
     python -m bench.servers rig     the Google STS / IAM stand-in + fake-gcs-server (memory) behind
-                                    the authenticating GcsFront, as the e2e tests wire them; a
-                                    second GcsFront on the same backend has TCP_NODELAY set (see
-                                    _no_delay), and is the one the benchmarks use
+                                    the authenticating GcsFront, as the e2e tests wire them
 
 Each prints one JSON line describing itself, then serves until its standard input closes.
 ``Served`` starts one from the parent and stops it again.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,36 +44,16 @@ def _serve_rig() -> None:
                                audience=DEFAULT_AUDIENCE, service_account=DEFAULT_SERVICE_ACCOUNT).start()
     with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-fake-gcs-") as root:
         gcs = FakeGcsServer(Path(root), backend="memory").start()
-        front = GcsFront(gcs.url, tokens).start()  # as the tests run it
-        fast = GcsFront(gcs.url, tokens).start()   # the same, with TCP_NODELAY on its sockets
-        _no_delay(fast._server)
-        _no_delay(tokens._server)
+        front = GcsFront(gcs.url, tokens).start()
         try:
-            _announce({"front": fast.url, "front_as_tested": front.url, "backend": gcs.url,
+            _announce({"front": front.url, "backend": gcs.url,
                        "backend_pid": gcs._process.pid, "credential_config": tokens.credential_config(),
                        "pid": os.getpid()})
             sys.stdin.read()
         finally:
-            fast.stop()
             front.stop()
             gcs.stop()
             tokens.stop()
-
-
-def _no_delay(server: Any) -> None:
-    """Set TCP_NODELAY on each connection this (http.server-based) server accepts from now on.
-
-    http.server sends a response's headers and body in separate writes; with Nagle on, the body
-    waits for the client's delayed ACK, about 40 ms on Linux loopback, on every request.
-    """
-    accept = server.get_request
-
-    def get_request() -> Any:
-        sock, address = accept()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, address
-
-    server.get_request = get_request
 
 
 def _announce(info: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,28 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 300_000
+
+
+class CountdownContext:
+    """A Lambda context whose remaining time really runs down from ``budget`` seconds."""
+
+    function_name = "gcs-sync-test"
+    memory_limit_in_mb = 1024
+
+    def __init__(self, budget: float):
+        self.aws_request_id = "req-" + uuid.uuid4().hex[:8]
+        self.budget = budget
+        self._end = time.monotonic() + budget
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._end - time.monotonic()) * 1000))
+
+
+def uploads(world: Invoker, bucket: str | None = None, since: int = 0) -> int:
+    """Upload POSTs that reached Cloud Storage (each one writes an object), after request ``since``."""
+    wanted = "/upload/" if bucket is None else f"/upload/storage/v1/b/{bucket}/o"
+    return sum(1 for method, path in world.rig.front.requests[since:]
+               if method == "POST" and path.startswith(wanted))
 
 
 @pytest.fixture

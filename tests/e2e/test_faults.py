@@ -18,7 +18,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,7 @@ import lambda_function
 from gcs_sync.errors import CopyFailed, CredentialsError, GcsSyncError
 from tests.rig.faults import FAULT_RUNS, FaultPlan, FaultProxy
 
-from .conftest import FakeContext, md5_b64
+from .conftest import CountdownContext, FakeContext, md5_b64
 
 MIB = 1024 * 1024
 SEEDS = [int(s) for s in re.split(r"[\s,]+", os.environ.get("FAULT_SEEDS", "").strip()) if s] or [11, 23, 42]
@@ -40,21 +39,6 @@ Usage = collections.namedtuple("Usage", "total used free")
 
 def crc32c_b64(data: bytes) -> str:
     return base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
-
-
-class CountdownContext:
-    """A Lambda context whose remaining time really runs down from ``budget`` seconds."""
-
-    function_name = "gcs-sync-test"
-    memory_limit_in_mb = 1024
-
-    def __init__(self, budget: float):
-        self.aws_request_id = "req-" + uuid.uuid4().hex[:8]
-        self.budget = budget
-        self._end = time.monotonic() + budget
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._end - time.monotonic()) * 1000))
 
 
 def invoke(event: Any, context: Any = None) -> tuple[Any, BaseException | None, float]:

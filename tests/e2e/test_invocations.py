@@ -25,6 +25,8 @@ import lambda_function
 from gcs_sync import events
 from gcs_sync.errors import EventError
 
+from .conftest import CountdownContext, uploads
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "events"
 CONSOLE_EVENTS = ROOT / "events"
@@ -32,20 +34,6 @@ MIB = 1024 * 1024
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-class Remaining:
-    """A Lambda context whose remaining time counts down from ``seconds`` (time.monotonic)."""
-
-    aws_request_id = "req-invocations"
-    function_name = "gcs-sync-test"
-    memory_limit_in_mb = 1024
-
-    def __init__(self, seconds: float):
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
 
 def aws_client(world, service: str):
     """A boto3 client for moto's server (it serves SQS and SNS at the S3 URL), rig credentials."""
@@ -55,6 +43,27 @@ def aws_client(world, service: str):
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=env["AWS_SESSION_TOKEN"],
     )
+
+
+def notified_queue(world) -> tuple[object, str, str]:
+    """A new queue that the source bucket notifies of every ObjectCreated (S3 first sends s3:TestEvent)."""
+    sqs, url, arn = new_queue(world)
+    world.rig.s3_client.put_bucket_notification_configuration(
+        Bucket=world.source,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    return sqs, url, arn
+
+
+def put_in_parts(world, key: str, parts: list[bytes], **params) -> None:
+    """A multipart upload of ``parts`` to the source bucket (its ETag is not an MD5)."""
+    s3 = world.rig.s3_client
+    upload_id = s3.create_multipart_upload(Bucket=world.source, Key=key, **params)["UploadId"]
+    done = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=world.source, Key=key, UploadId=upload_id,
+                                                    PartNumber=n, Body=data)["ETag"]}
+            for n, data in enumerate(parts, 1)]
+    s3.complete_multipart_upload(Bucket=world.source, Key=key, UploadId=upload_id,
+                                 MultipartUpload={"Parts": done})
 
 
 def new_queue(world) -> tuple[object, str, str]:
@@ -153,12 +162,6 @@ def eventbridge_event(detail_type: str, bucket: str, key: str, *, size: int = 0,
     return event
 
 
-def uploads(world, bucket: str | None = None) -> int:
-    """Upload POSTs that reached Cloud Storage (each one writes an object)."""
-    wanted = "/upload/" if bucket is None else f"/upload/storage/v1/b/{bucket}/o"
-    return sum(1 for method, path in world.rig.front.requests if method == "POST" and path.startswith(wanted))
-
-
 def writes(world) -> list[tuple[str, str]]:
     return [r for r in world.rig.front.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")]
 
@@ -202,11 +205,7 @@ def by_source(summary: dict) -> dict[str, dict]:
 def test_sqs_with_notifications_moto_produced(world):
     plain, prefixed = world.bucket(), world.bucket()
     world.configure(f"gs://{plain} gs://{prefixed}/from-s3/")
-    sqs, url, arn = new_queue(world)
-    world.rig.s3_client.put_bucket_notification_configuration(
-        Bucket=world.source,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+    sqs, url, arn = notified_queue(world)
     (test_message,) = receive(sqs, url, 1)
     assert "s3:TestEvent" in test_message["Body"]
 
@@ -240,22 +239,12 @@ def test_sqs_with_notifications_moto_produced(world):
 def test_sqs_multipart_upload_is_copied_once_though_announced_twice(world):
     dest = world.bucket()
     world.configure(f"gs://{dest}")
-    sqs, url, arn = new_queue(world)
-    world.rig.s3_client.put_bucket_notification_configuration(
-        Bucket=world.source,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+    sqs, url, arn = notified_queue(world)
     receive(sqs, url, 1)  # s3:TestEvent
 
     key = "big/multipart file.bin"
     parts = [bytes([65 + i]) * (5 * MIB) for i in range(2)] + [b"tail" * 1000]
-    s3 = world.rig.s3_client
-    upload_id = s3.create_multipart_upload(Bucket=world.source, Key=key, ContentType="application/x-test")["UploadId"]
-    done = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=world.source, Key=key, UploadId=upload_id,
-                                                    PartNumber=n, Body=data)["ETag"]}
-            for n, data in enumerate(parts, 1)]
-    s3.complete_multipart_upload(Bucket=world.source, Key=key, UploadId=upload_id,
-                                 MultipartUpload={"Parts": done})
+    put_in_parts(world, key, parts, ContentType="application/x-test")
     body = b"".join(parts)
 
     messages = receive(sqs, url, 2)  # moto announces both Put and CompleteMultipartUpload
@@ -278,22 +267,12 @@ def test_sqs_multipart_upload_is_copied_once_though_announced_twice(world):
 def test_sqs_multipart_upload_announced_twice_in_one_batch_is_uploaded_once(world):
     dest = world.bucket()
     world.configure(f"gs://{dest}")
-    sqs, url, arn = new_queue(world)
-    world.rig.s3_client.put_bucket_notification_configuration(
-        Bucket=world.source,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+    sqs, url, arn = notified_queue(world)
     receive(sqs, url, 1)  # s3:TestEvent
 
     key = "big/batched.bin"
     parts = [bytes([97 + i]) * (5 * MIB) for i in range(2)] + [b"end"]
-    s3 = world.rig.s3_client
-    upload_id = s3.create_multipart_upload(Bucket=world.source, Key=key)["UploadId"]
-    done = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=world.source, Key=key, UploadId=upload_id,
-                                                    PartNumber=n, Body=data)["ETag"]}
-            for n, data in enumerate(parts, 1)]
-    s3.complete_multipart_upload(Bucket=world.source, Key=key, UploadId=upload_id,
-                                 MultipartUpload={"Parts": done})
+    put_in_parts(world, key, parts)
     messages = receive(sqs, url, 2)
 
     with outcomes() as seen:
@@ -464,7 +443,7 @@ def test_batch_operations_one_result_per_task(world, schema):
     # The flaky destination answers 503 to every request. The client retries it until the
     # invocation's deadline (remaining time minus a reserve), then the task is reported.
     started = time.monotonic()
-    answer = lambda_function.lambda_handler(json.loads(json.dumps(event)), Remaining(6))
+    answer = lambda_function.lambda_handler(json.loads(json.dumps(event)), CountdownContext(6))
     assert time.monotonic() - started < 6, "the retries must end before Lambda's timeout"
     assert sum(1 for _, p in world.rig.front.requests if p.startswith(f"/storage/v1/b/{flaky}/")) > 1
 

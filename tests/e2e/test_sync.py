@@ -24,22 +24,10 @@ import lambda_function
 from gcs_sync.errors import CopyFailed, EventError
 from gcs_sync.sync import encode_token
 
-
-class Deadline:
-    """A Lambda context whose remaining time counts down from ``seconds`` (time.monotonic)."""
-
-    aws_request_id = "req-sync"
-    function_name = "gcs-sync-test"
-    memory_limit_in_mb = 1024
-
-    def __init__(self, seconds: float):
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+from .conftest import CountdownContext, uploads
 
 
-class OutOfTime(Deadline):
+class OutOfTime(CountdownContext):
     """Plenty of time at the first look, none after: the sync stops before its first chunk."""
 
     def __init__(self):
@@ -53,14 +41,7 @@ class OutOfTime(Deadline):
 
 def invoke(event, context=None):
     """Through the real entry point, with the event as JSON would deliver it."""
-    return lambda_function.lambda_handler(json.loads(json.dumps(event)), context or Deadline(300))
-
-
-def uploads(world, bucket: str | None = None, since: int = 0) -> int:
-    """Upload POSTs that reached Cloud Storage (each one writes an object), after request ``since``."""
-    wanted = "/upload/" if bucket is None else f"/upload/storage/v1/b/{bucket}/o"
-    return sum(1 for method, path in world.rig.front.requests[since:]
-               if method == "POST" and path.startswith(wanted))
+    return lambda_function.lambda_handler(json.loads(json.dumps(event)), context or CountdownContext(300))
 
 
 def put_many(world, objects: dict[str, bytes]) -> None:
@@ -119,7 +100,7 @@ def test_sync_over_a_thousand_objects_resumes_until_complete_and_writes_each_onc
         if token:
             request["continuation"] = token
         started = time.monotonic()
-        result = invoke({"sync": request}, Deadline(BUDGET_SECONDS))
+        result = invoke({"sync": request}, CountdownContext(BUDGET_SECONDS))
         durations.append(time.monotonic() - started)
         results.append(result)
         assert result["failed"] == 0
@@ -152,7 +133,7 @@ def test_sync_over_a_thousand_objects_resumes_until_complete_and_writes_each_onc
         assert world.gcs_bytes(prefixed, "mirror/" + key) == objects[key]
 
     # and a sync of the now complete prefix copies nothing
-    again = invoke({"sync": {"bucket": world.source, "prefix": "bulk/"}}, Deadline(120))
+    again = invoke({"sync": {"bucket": world.source, "prefix": "bulk/"}}, CountdownContext(120))
     assert again["complete"] is True and again["to_copy"] == 0 and again["copied"] == 0
     assert again["listed"] == OBJECTS
     assert uploads(world) == 2 * OBJECTS
@@ -340,7 +321,7 @@ def test_a_chunk_cut_off_by_the_deadline_is_resumed_not_skipped(world):
             if token:
                 request["continuation"] = token
             try:
-                result = invoke({"sync": request}, Deadline(4 if attempt == 0 else 60))
+                result = invoke({"sync": request}, CountdownContext(4 if attempt == 0 else 60))
             except CopyFailed as exc:  # failures are fine, as long as the chain still gets there
                 result = exc.summary
             release.set()  # Cloud Storage is quick again after the first invocation

@@ -39,10 +39,9 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
-from .google_tokens import RigHTTPServer
+from .serving import HOP_BY_HOP, BodyReading, RigHTTPServer, RigService, connection_tokens
 
 __all__ = ["FaultPlan", "FaultProxy"]
 
@@ -52,12 +51,6 @@ _CHUNK = 256 * 1024
 _UPSTREAM_TIMEOUT = 60.0
 _MAX_STALL = 30.0
 _MAX_DRAIN = 256 << 20  # request bodies read (and discarded) before answering an error ourselves
-_HOP_BY_HOP = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-        "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-    }
-)  # fmt: skip
 _S3_CODES = {429: "SlowDown", 500: "InternalError", 503: "SlowDown"}
 _GOOGLE_STATUS = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 _GOOGLE_REASON = {429: "rateLimitExceeded", 500: "backendError", 503: "backendError"}
@@ -123,7 +116,7 @@ class _Decision:
 
 
 @dataclass
-class FaultProxy:
+class FaultProxy(RigService):
     upstream_url: str
     seed: int
     plan: FaultPlan = field(default_factory=FaultPlan)
@@ -145,37 +138,20 @@ class FaultProxy:
         self.forwarded = 0
         self.events: list[tuple[str, str, str]] = []  # (kind, method, path) of each fault
         self.slow: list[tuple[float, str, str, str]] = []  # (seconds, kind, method, path) over 5 s
-        self._server: RigHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> FaultProxy:
-        if self._server is None:
-            self._stopping.clear()
-            self._server, self._thread = RigHTTPServer.serve_in_thread(_ProxyHandler, self, self.name)
+        self._stopping.clear()  # set only by stop()
+        if self._serve(_ProxyHandler, self.name):
             # WARNING: fault injection is on (and the seed is what reproduces the run).
             log.warning("%s: fault injection seed=%d for %s, listening on %s", self.name, self.seed,
-                        self.upstream_url, self._server.url)
+                        self.upstream_url, self.url)
         return self
 
     def stop(self) -> None:
         self._stopping.set()  # wakes stalled requests
-        if self._server is not None and self._thread is not None:
-            self._server.stop(self._thread)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FaultProxy is not started")
-        return self._server.url
+        super().stop()
 
     @property
     def total(self) -> int:
@@ -271,8 +247,9 @@ def _xml_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ProxyHandler(BodyReading):
     protocol_version = "HTTP/1.1"
+    body_chunk = _CHUNK
     server: RigHTTPServer
 
     def do_GET(self) -> None:
@@ -302,8 +279,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         try:
             if decision.kind == "status":
                 proxy._count(decision, self.command, self.path)
-                if not self._drain_body():
-                    self.close_connection = True
+                self._drain_body(_MAX_DRAIN)  # a body cut short or too long: the connection is not kept
                 body, content_type = proxy.error_body(decision.status, self.path)
                 self._send_own(decision.status, body, content_type)
             elif decision.kind == "drop_request":
@@ -316,7 +292,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 if proxy.plan.stall_then == "forward" and not proxy._stopping.is_set():
                     self._forward(proxy, None)
                 else:
-                    self._drain_body()
+                    self._drain_body(_MAX_DRAIN)
                     self.close_connection = True  # no answer at all: the connection just closes
             else:
                 self._forward(proxy, decision if decision.kind == "reset_response" else None)
@@ -343,7 +319,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _send_upstream(self, conn: http.client.HTTPConnection, netloc: str) -> None:
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", netloc)
-        dropped = _HOP_BY_HOP | {"host", "content-length", "expect"} | _connection_tokens(self.headers)
+        dropped = HOP_BY_HOP | {"host", "content-length", "expect"} | connection_tokens(self.headers)
         for name, value in self.headers.items():
             if name.lower() not in dropped:
                 conn.putheader(name, value)
@@ -363,7 +339,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _relay(self, proxy: FaultProxy, response: http.client.HTTPResponse, reset: _Decision | None) -> None:
         old, new = proxy.upstream_url, self.server.url
-        dropped = _HOP_BY_HOP | {"content-length"} | _connection_tokens(response.headers)
+        dropped = HOP_BY_HOP | {"content-length"} | connection_tokens(response.headers)
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() == "location":
@@ -414,53 +390,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     # -- request bodies ------------------------------------------------------------
 
-    def _body_length(self) -> int | None:
-        """Declared body length; None when chunked."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return None
-        try:
-            return max(0, int(self.headers.get("Content-Length") or 0))
-        except ValueError:
-            return 0
-
-    def _iter_body(self) -> Iterator[bytes]:
-        length = self._body_length()
-        if length is None:
-            for _ in range(1 << 20):  # bounded: at most a million chunks
-                line = self.rfile.readline(1024)
-                if not line.endswith(b"\n"):
-                    raise ConnectionError("truncated chunked body")
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    for _ in range(100):
-                        if self.rfile.readline(8192) in (b"\r\n", b"\n", b""):
-                            break
-                    return
-                yield from self._iter_exact(size)
-                self.rfile.readline(8)
-            raise ConnectionError("too many chunks")
-        yield from self._iter_exact(length)
-
-    def _iter_exact(self, remaining: int) -> Iterator[bytes]:
-        while remaining > 0:
-            piece = self.rfile.read(min(remaining, _CHUNK))
-            if not piece:
-                raise ConnectionError("client closed the connection mid-body")
-            remaining -= len(piece)
-            yield piece
-
-    def _drain_body(self) -> bool:
-        """Read and discard the request body; False when the connection cannot be reused."""
-        length = self._body_length()
-        if length is not None and length > _MAX_DRAIN:
-            return False
-        try:
-            for _ in self._iter_body():
-                pass
-        except (ConnectionError, ValueError, OSError):
-            return False
-        return True
-
     def _read_part_of_body(self, fraction: float) -> None:
         """Read part of the body (a short while at most: a small chunked body may end sooner)."""
         length = self._body_length()
@@ -499,11 +428,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.connection.close()
         except OSError:
             pass
-
-
-def _connection_tokens(headers: Any) -> set[str]:
-    value = headers.get("Connection") or ""
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
 def _rewrite_location(value: str, old: str, new: str) -> str:

@@ -33,11 +33,10 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import IO, Any, Literal
 
-from .google_tokens import GoogleTokenServer, RigHTTPServer
+from .google_tokens import GoogleTokenServer
+from .serving import HOP_BY_HOP, BodyReading, RigHTTPServer, RigService, connection_tokens
 
 __all__ = ["FakeGcsServer", "GcsFront", "fake_gcs_binary"]
 
@@ -46,20 +45,6 @@ _MAX_METADATA_BODY = 1 << 20  # JSON bodies the front buffers (metadata, never m
 _MAX_REWRITE_BODY = 32 << 20  # JSON answers announced larger than this pass unmodified
 _BACKEND_TIMEOUT = 300.0
 _START_TIMEOUT = 15.0
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 _JSON_API = re.compile(r"/(?:upload/|download/)?storage/v1/b/([^/]+)(?:/.*)?")
 _RESUMABLE_INIT = re.compile(r"/upload/storage/v1/b/([^/]+)/o")
 _TEST_PERMISSIONS = re.compile(r"/storage/v1/b/([^/]+)/iam/testPermissions")
@@ -276,7 +261,7 @@ class FakeGcsServer:
         return answer
 
 
-class GcsFront:
+class GcsFront(RigService):
     """Authenticating, fault-injecting streaming reverse proxy in front of fake-gcs-server.
 
     Every request needs ``Authorization: Bearer <token>`` with a token from
@@ -307,32 +292,10 @@ class GcsFront:
         self.enforce_generation_match = True
         self._sessions: dict[str, dict[str, Any]] = {}  # upload_id -> {"range": str, "final": bytes}
         self._lock = threading.Lock()
-        self._server: RigHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> GcsFront:
-        if self._server is None:
-            self._server, self._thread = RigHTTPServer.serve_in_thread(
-                _FrontHandler, self, "gcs-front"
-            )
+        self._serve(_FrontHandler, "gcs-front")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.stop(self._thread)
-        self._server = self._thread = None
-
-    def __enter__(self) -> GcsFront:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("GcsFront is not started")
-        return self._server.url
 
     def reset(self) -> None:
         """Clear the request logs and restore every knob to its default."""
@@ -384,7 +347,7 @@ def _bucket_of(path: str) -> str | None:
     return urllib.parse.unquote(first)
 
 
-class _FrontHandler(BaseHTTPRequestHandler):
+class _FrontHandler(BodyReading):
     protocol_version = "HTTP/1.1"
     server: RigHTTPServer
 
@@ -534,7 +497,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
     def _send_request(self, conn: http.client.HTTPConnection, netloc: str, body: bytes | None) -> None:
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", netloc)
-        dropped = _HOP_BY_HOP | {"host", "content-length", "expect"} | self._connection_tokens(self.headers)
+        dropped = HOP_BY_HOP | {"host", "content-length", "expect"} | connection_tokens(self.headers)
         for name, value in self.headers.items():
             if name.lower() not in dropped:
                 conn.putheader(name, value)
@@ -561,7 +524,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self, front: GcsFront, target: urllib.parse.SplitResult, response: http.client.HTTPResponse
     ) -> None:
         old, new = front.backend_url, self.server.url
-        dropped = _HOP_BY_HOP | {"content-length"} | self._connection_tokens(response.headers)
+        dropped = HOP_BY_HOP | {"content-length"} | connection_tokens(response.headers)
         headers: list[tuple[str, str]] = []
         for name, value in response.getheaders():
             if name.lower() == "location" and value.startswith(old):
@@ -619,45 +582,6 @@ class _FrontHandler(BaseHTTPRequestHandler):
         )
 
     # -- request bodies ----------------------------------------------------------------
-
-    @staticmethod
-    def _connection_tokens(headers: Any) -> set[str]:
-        """Header names listed in ``Connection`` (hop-by-hop by declaration)."""
-        value = headers.get("Connection") or ""
-        return {token.strip().lower() for token in value.split(",") if token.strip()}
-
-    def _iter_body(self) -> Iterator[bytes]:
-        """The request body in chunks, de-chunking ``Transfer-Encoding: chunked``."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                line = self.rfile.readline(1024)
-                if not line.endswith(b"\n"):
-                    raise ConnectionError("truncated chunked body")
-                size = int(line.split(b";", 1)[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers are dropped
-                    return
-                yield from self._iter_exact(size)
-                self.rfile.readline(8)  # CRLF after the chunk data
-        else:
-            yield from self._iter_exact(int(self.headers.get("Content-Length") or 0))
-
-    def _iter_exact(self, remaining: int) -> Iterator[bytes]:
-        while remaining > 0:
-            piece = self.rfile.read(min(remaining, _CHUNK))
-            if not piece:
-                raise ConnectionError("client closed the connection mid-body")
-            remaining -= len(piece)
-            yield piece
-
-    def _drain_body(self) -> None:
-        """Read and discard the request body so the connection can be kept alive."""
-        try:
-            for _ in self._iter_body():
-                pass
-        except (ConnectionError, ValueError):
-            self.close_connection = True
 
     def _read_small_body(self) -> bytes | None:
         """The whole (metadata-sized) body, or None after answering 413."""

@@ -24,18 +24,17 @@ import json
 import posixpath
 import re
 import secrets
-import socket
-import sys
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .serving import RigHTTPServer, RigService
 
 __all__ = [
     "DEFAULT_AUDIENCE",
     "DEFAULT_SERVICE_ACCOUNT",
     "GoogleTokenServer",
-    "RigHTTPServer",
 ]
 
 DEFAULT_AUDIENCE = (
@@ -66,76 +65,11 @@ _AUTHORIZATION = re.compile(
 )
 
 
-class RigHTTPServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` on 127.0.0.1 that can sever its open connections.
-
-    Shared by the rig's HTTP stand-ins. ``owner`` is the rig object handlers
-    consult; ``close_connections()`` unblocks keep-alive handler threads on stop.
-    """
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
-        self.owner = owner
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Headers and body go out in separate writes: without TCP_NODELAY the body waits for the
-        # client's delayed ACK (~40 ms on every request).
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet about peers that hang up; report anything else."""
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    @classmethod
-    def serve_in_thread(
-        cls, handler: type[BaseHTTPRequestHandler], owner: Any, name: str
-    ) -> tuple[RigHTTPServer, threading.Thread]:
-        server = cls(handler, owner)
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
-        )
-        thread.start()
-        return server, thread
-
-    def stop(self, thread: threading.Thread) -> None:
-        self.shutdown()
-        self.close_connections()
-        self.server_close()
-        thread.join(timeout=5)
-
-
 class _Refused(Exception):
     """A request failed a check; the message is the (secret-free) reason."""
 
 
-class GoogleTokenServer:
+class GoogleTokenServer(RigService):
     """Google STS + IAM Credentials stand-in verifying AWS SigV4 subject tokens.
 
     ``aws_keys`` maps the AWS access key ids it trusts to their secret keys.
@@ -165,34 +99,12 @@ class GoogleTokenServer:
         self.refuse_impersonation = False
         self._federated_tokens: set[str] = set()
         self._lock = threading.Lock()
-        self._server: RigHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> GoogleTokenServer:
-        if self._server is None:
-            self._server, self._thread = RigHTTPServer.serve_in_thread(
-                _TokenHandler, self, "google-token-server"
-            )
+        self._serve(_TokenHandler, "google-token-server")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.stop(self._thread)
-        self._server = self._thread = None
-
-    def __enter__(self) -> GoogleTokenServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("GoogleTokenServer is not started")
-        return self._server.url
 
     @property
     def token_url(self) -> str:
