@@ -44,6 +44,13 @@ Optional:
                               pasted into a shell, and run nothing (gcloud is not needed).
   -h, --help                  Show this help.
 
+Permissions of the person running it (or simply Owner, roles/owner):
+  in PROJECT_ID               Service Usage Admin (roles/serviceusage.serviceUsageAdmin),
+                              Workload Identity Pool Admin (roles/iam.workloadIdentityPoolAdmin),
+                              Service Account Admin (roles/iam.serviceAccountAdmin),
+                              Browser (roles/browser) to look up the project number
+  on each destination bucket  Storage Admin (roles/storage.admin), to change its IAM policy
+
 Re-running is safe: a pool, provider or service account that already exists is left as it is
 (change an existing provider with 'gcloud iam workload-identity-pools providers update-aws').
 EOF
