@@ -16,6 +16,10 @@ fake-gcs-server behaviour the front compensates for:
   base URL to its own in both, so the client never leaves the front (the
   client downloads through ``mediaLink`` once it has object metadata).
 * ``ifGenerationMatch`` is only enforced on simple/multipart uploads.
+* A ``crc32c`` / ``md5Hash`` declared with an upload is never checked (a wrong one gets 200).
+  The front checks them as Cloud Storage does (see ``GcsFront``).
+
+``tests/rig/DIFFERENCES.md`` lists what still differs from Cloud Storage.
 """
 
 from __future__ import annotations
@@ -33,8 +37,16 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from typing import IO, Any, Literal
+from typing import IO, Any, Callable, Literal
 
+from .checksums import (
+    RunningDigests,
+    declared_in_hash_header,
+    declared_in_metadata,
+    mismatch_message,
+    multipart_parts,
+    parse_content_range,
+)
 from .google_tokens import GoogleTokenServer
 from .serving import HOP_BY_HOP, BodyReading, RigHTTPServer, RigService, connection_tokens
 
@@ -43,6 +55,7 @@ __all__ = ["FakeGcsServer", "GcsFront", "fake_gcs_binary"]
 _CHUNK = 1 << 20
 _MAX_METADATA_BODY = 1 << 20  # JSON bodies the front buffers (metadata, never media)
 _MAX_REWRITE_BODY = 32 << 20  # JSON answers announced larger than this pass unmodified
+_SPOOL_IN_MEMORY = 8 << 20  # bodies held back for a checksum check: beyond this they spool to disk
 _BACKEND_TIMEOUT = 300.0
 _START_TIMEOUT = 15.0
 _JSON_API = re.compile(r"/(?:upload/|download/)?storage/v1/b/([^/]+)(?:/.*)?")
@@ -275,6 +288,18 @@ class GcsFront(RigService):
     not close it (a write landing between initiation and the last chunk wins
     silently).
 
+    Checksums (``check_checksums``, on by default): an upload whose declared CRC32C or MD5
+    (``crc32c`` / ``md5Hash`` of the object resource; ``X-Goog-Hash`` on a multipart upload or the
+    final chunk of a resumable one) disagrees with its bytes gets 400 ``invalid`` with Cloud
+    Storage's message, and the backend never sees the request, so no object is created or
+    changed. A multipart body is held back whole (in memory up to 8 MiB, then spooled to disk)
+    and checked before it is forwarded. A resumable session started through the front keeps
+    running digests of the bytes the backend has persisted (committed when its 308 confirms the
+    new offset; bytes resent below that offset are not counted twice); non-final chunks stream
+    through, and only the final chunk is held back, so a refusal comes before the backend
+    finalizes. Refusals are listed in ``checksum_refusals``; sessions whose bytes the front lost
+    track of (never, with fake-gcs-server's answers) in ``unverified``.
+
     Resumable sessions answer as Cloud Storage does where fake-gcs-server differs:
     a status query (``Content-Range: bytes */*``, empty body) gets 308 with the
     persisted ``Range`` (fake-gcs-server would *finalize* the object with what it
@@ -290,7 +315,11 @@ class GcsFront(RigService):
         self.deny: dict[str, int] = {}
         self.permissions: dict[str, set[str]] = {}
         self.enforce_generation_match = True
-        self._sessions: dict[str, dict[str, Any]] = {}  # upload_id -> {"range": str, "final": bytes}
+        self.check_checksums = True
+        self.checksum_refusals: list[str] = []
+        self.unverified: list[str] = []
+        # upload_id -> {"range": str, "final": bytes, "declared": {...}, "digests": RunningDigests | None}
+        self._sessions: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def start(self) -> GcsFront:
@@ -305,6 +334,9 @@ class GcsFront(RigService):
             self.deny.clear()
             self.permissions.clear()
             self.enforce_generation_match = True
+            self.check_checksums = True
+            self.checksum_refusals.clear()
+            self.unverified.clear()
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket at the backend directly (not through the front)."""
@@ -323,6 +355,14 @@ class GcsFront(RigService):
         with self._lock:
             self.unauthorized.append(f"{method} {path}")
 
+    def _record_refusal(self, path: str, message: str) -> None:
+        with self._lock:
+            self.checksum_refusals.append(f"{path}: {message}")
+
+    def _record_unverified(self, what: str) -> None:
+        with self._lock:
+            self.unverified.append(what)
+
     def _is_authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
         return scheme.lower() == "bearer" and token.strip() in self.token_server.issued_access_tokens
@@ -334,6 +374,12 @@ class GcsFront(RigService):
         if status != 200:
             raise RuntimeError(f"generation lookup answered HTTP {status}")
         return int(json.loads(answer)["generation"])
+
+
+def _persisted(range_header: str | None) -> int:
+    """Bytes a 308 says are persisted: ``Range: bytes=0-N`` -> N + 1; no Range -> 0."""
+    match = re.fullmatch(r"bytes=0-(\d+)", (range_header or "").strip())
+    return int(match.group(1)) + 1 if match else 0
 
 
 def _bucket_of(path: str) -> str | None:
@@ -362,8 +408,14 @@ class _FrontHandler(BodyReading):
 
     # -- request flow ------------------------------------------------------------
 
+    # Per request: checksums declared at a resumable upload's initiation (noted with the session
+    # the backend answers with) and the digests a non-final chunk would bring the session to.
+    _declared: dict[str, str] | None = None
+    _tentative: RunningDigests | None = None
+
     def _handle(self) -> None:
         front: GcsFront = self.server.owner
+        self._declared = self._tentative = None
         target = urllib.parse.urlsplit(self.path)
         path = target.path
         query = urllib.parse.parse_qs(target.query, keep_blank_values=True)
@@ -387,24 +439,30 @@ class _FrontHandler(BodyReading):
             return
 
         upload_id = (query.get("upload_id") or [None])[0]
-        if self.command == "PUT" and upload_id and self._answer_session(front, upload_id):
-            return
+        if self.command == "PUT" and upload_id:
+            if self._answer_session(front, upload_id):
+                return
+            if front.check_checksums and self._forward_chunk(front, target, upload_id):
+                return
 
-        body: bytes | None = None
-        init_match = _RESUMABLE_INIT.fullmatch(path)
-        if (
-            init_match
-            and self.command == "POST"
-            and front.enforce_generation_match
-            and query.get("uploadType") == ["resumable"]
-            and "ifGenerationMatch" in query
-        ):
+        init_match = _RESUMABLE_INIT.fullmatch(path) if self.command == "POST" else None
+        upload_type = query.get("uploadType")
+        if init_match and upload_type == ["multipart"] and front.check_checksums:
+            self._forward_multipart(front, target)
+            return
+        check_generation = front.enforce_generation_match and "ifGenerationMatch" in query
+        if init_match and upload_type == ["resumable"] and (check_generation or front.check_checksums):
             body = self._read_small_body()
             if body is None:
                 return
-            if not self._generation_matches(front, urllib.parse.unquote(init_match.group(1)), query, body):
+            bucket_name = urllib.parse.unquote(init_match.group(1))
+            if check_generation and not self._generation_matches(front, bucket_name, query, body):
                 return
-        self._forward(front, target, body)
+            if front.check_checksums:
+                self._declared = declared_in_metadata(body)  # the session is noted from the answer
+            self._forward(front, target, body)
+            return
+        self._forward(front, target, None)
 
     def _answer_session(self, front: GcsFront, upload_id: str) -> bool:
         """Answer a finalized session or a status query here; False to forward the request."""
@@ -425,12 +483,142 @@ class _FrontHandler(BodyReading):
         upload_id = (urllib.parse.parse_qs(target.query).get("upload_id") or [None])[0]
         if self.command != "PUT" or not upload_id:
             return
+        lost = False
         with front._lock:
             session = front._sessions.setdefault(upload_id, {})
             if status == 308 and range_header:
                 session["range"] = range_header
             elif status in (200, 201) and data is not None:
                 session["final"] = data
+            digests = session.get("digests")
+            if status == 308 and data is None and digests is not None:  # once per 308 (not again for its body)
+                persisted = _persisted(range_header)
+                if self._tentative is not None and self._tentative.size == persisted:
+                    session["digests"] = self._tentative
+                elif digests.size != persisted:
+                    session["digests"] = None  # the front no longer knows the persisted bytes
+                    lost = True
+        if lost:
+            front._record_unverified(f"session {upload_id}: backend persisted {range_header!r}")
+
+    def _note_new_session(self, front: GcsFront, location: str) -> None:
+        """A resumable upload initiated through the front: follow its bytes from offset 0."""
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+        upload_id = (query.get("upload_id") or [None])[0]
+        if upload_id and self._declared is not None:
+            with front._lock:
+                front._sessions[upload_id] = {"declared": self._declared, "digests": RunningDigests()}
+
+    def _forward_chunk(self, front: GcsFront, target: urllib.parse.SplitResult, upload_id: str) -> bool:
+        """A chunk of a session the front follows; False (nothing read) to forward it plainly.
+
+        A non-final chunk streams through while the digests it would lead to are computed; the
+        final one is held back, checked against the declared checksums, and forwarded only when
+        they agree."""
+        content_range = parse_content_range(self.headers.get("Content-Range"))
+        with front._lock:
+            session = front._sessions.get(upload_id) or {}
+            committed = session.get("digests")
+            declared = dict(session.get("declared") or {})
+        if content_range is None or committed is None:
+            return False
+        start, end, total = content_range
+        final = total is not None and (end is None or end == total)
+        tentative = committed.copy()
+        position = start if start is not None else tentative.size
+        gap = False
+
+        def tap(piece: bytes) -> None:
+            nonlocal position, gap
+            if not gap:
+                try:
+                    tentative.feed_at(position, piece)
+                except ValueError:
+                    gap = True
+            position += len(piece)
+
+        persisted = committed.size
+        overlap = start is not None and start < persisted
+        if not final and not overlap:
+            self._tentative = tentative
+            self._forward(front, target, None, tap=tap)
+            if gap:
+                self._tentative = None
+            return True
+
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        with spool:
+            try:
+                for piece in self._iter_body():
+                    spool.write(piece)
+                    tap(piece)
+            except (ConnectionError, ValueError):
+                self.close_connection = True
+                self._send_json(400, _error_body(400, "Rig: malformed request body"))
+                return True
+            rewrite: dict[str, str] = {}
+            if overlap and start is not None and end is not None:
+                # Cloud Storage ignores bytes it has persisted already; fake-gcs-server would store
+                # them again. Forward only what is new, or answer a chunk that brings nothing new.
+                if end <= persisted and not final:
+                    self._send_raw(308, b"", {"Range": f"bytes=0-{persisted - 1}"})
+                    return True
+                spool.seek(persisted - start)
+                rewrite["Content-Range"] = f"bytes {persisted}-{end - 1}/{'*' if total is None else total}"
+            if not final:
+                self._tentative = None if gap else tentative
+                self._forward(front, target, spool, rewrite=rewrite)
+                return True
+            if gap or tentative.size != total:
+                front._record_unverified(f"session {upload_id}: final chunk {self.headers.get('Content-Range')!r} "
+                                         f"after {committed.size} persisted bytes")
+            else:
+                header = declared_in_hash_header(self.headers.get_all("X-Goog-Hash") or [])
+                message = mismatch_message(declared, tentative) or mismatch_message(header, tentative)
+                if message is not None:
+                    front._record_refusal(target.path, message)
+                    self._send_json(400, _error_body(400, message, "invalid"))
+                    return True
+            if not rewrite:
+                spool.seek(0)
+            self._forward(front, target, spool, rewrite=rewrite)
+        return True
+
+    def _forward_multipart(self, front: GcsFront, target: urllib.parse.SplitResult) -> None:
+        """A multipart upload: held back whole, checked against the checksums its metadata part
+        (or ``X-Goog-Hash``) declares, forwarded only when they agree."""
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        with spool:
+            size = 0
+            try:
+                for piece in self._iter_body():
+                    spool.write(piece)
+                    size += len(piece)
+            except (ConnectionError, ValueError):
+                self.close_connection = True
+                self._send_json(400, _error_body(400, "Rig: malformed request body"))
+                return
+            parts = multipart_parts(spool, size, self.headers.get("Content-Type", ""))
+            if parts is not None:
+                metadata, media_start, media_end = parts
+                digests = RunningDigests()
+                spool.seek(media_start)
+                remaining = media_end - media_start
+                while remaining > 0:
+                    piece = spool.read(min(remaining, _CHUNK))
+                    digests.update(piece)
+                    remaining -= len(piece)
+                header = declared_in_hash_header(self.headers.get_all("X-Goog-Hash") or [])
+                message = mismatch_message(declared_in_metadata(metadata), digests) or mismatch_message(
+                    header, digests)
+                if message is not None:
+                    front._record_refusal(target.path, message)
+                    self._send_json(400, _error_body(400, message, "invalid"))
+                    return
+            else:
+                front._record_unverified(f"multipart upload to {target.path}: body not understood")
+            spool.seek(0)
+            self._forward(front, target, spool)
 
     def _answer_test_permissions(
         self, front: GcsFront, bucket: str, query: dict[str, list[str]]
@@ -477,14 +665,25 @@ class _FrontHandler(BodyReading):
             return False
         return True
 
-    def _forward(self, front: GcsFront, target: urllib.parse.SplitResult, body: bytes | None) -> None:
+    def _forward(
+        self,
+        front: GcsFront,
+        target: urllib.parse.SplitResult,
+        body: bytes | IO[bytes] | None,
+        *,
+        tap: Callable[[bytes], None] | None = None,
+        rewrite: dict[str, str] | None = None,
+    ) -> None:
+        """Send the request to the backend and relay its answer. ``body``: bytes, or a file
+        positioned at the body's start, or None to stream the client's body (each piece passed
+        to ``tap`` on its way). ``rewrite`` replaces request headers."""
         backend = urllib.parse.urlsplit(front.backend_url)
         conn = http.client.HTTPConnection(
             backend.hostname or "127.0.0.1", backend.port, timeout=_BACKEND_TIMEOUT
         )
         try:
             try:
-                self._send_request(conn, backend.netloc, body)
+                self._send_request(conn, backend.netloc, body, tap, rewrite or {})
                 response = conn.getresponse()
             except (OSError, ValueError) as exc:  # ValueError: malformed chunked body
                 self.close_connection = True  # the request body may be half read
@@ -494,28 +693,48 @@ class _FrontHandler(BodyReading):
         finally:
             conn.close()
 
-    def _send_request(self, conn: http.client.HTTPConnection, netloc: str, body: bytes | None) -> None:
+    def _send_request(
+        self,
+        conn: http.client.HTTPConnection,
+        netloc: str,
+        body: bytes | IO[bytes] | None,
+        tap: Callable[[bytes], None] | None,
+        rewrite: dict[str, str],
+    ) -> None:
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", netloc)
         dropped = HOP_BY_HOP | {"host", "content-length", "expect"} | connection_tokens(self.headers)
-        for name, value in self.headers.items():
-            if name.lower() not in dropped:
+        dropped |= {name.lower() for name in rewrite}
+        for name, value in [*self.headers.items(), *rewrite.items()]:
+            if name.lower() not in dropped or name in rewrite:
                 conn.putheader(name, value)
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        if body is not None:
+        if isinstance(body, bytes):
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders()
             conn.send(body)
+        elif body is not None:
+            start = body.tell()
+            length = body.seek(0, 2) - start
+            body.seek(start)
+            conn.putheader("Content-Length", str(length))
+            conn.endheaders()
+            while piece := body.read(_CHUNK):
+                conn.send(piece)
         elif chunked:
             conn.putheader("Transfer-Encoding", "chunked")
             conn.endheaders()
             for piece in self._iter_body():
+                if tap is not None:
+                    tap(piece)
                 conn.send(b"%x\r\n%b\r\n" % (len(piece), piece))
             conn.send(b"0\r\n\r\n")
         elif self.headers.get("Content-Length") is not None:
             conn.putheader("Content-Length", self.headers["Content-Length"])
             conn.endheaders()
             for piece in self._iter_body():
+                if tap is not None:
+                    tap(piece)
                 conn.send(piece)
         else:
             conn.endheaders()
@@ -529,6 +748,8 @@ class _FrontHandler(BodyReading):
         for name, value in response.getheaders():
             if name.lower() == "location" and value.startswith(old):
                 value = new + value[len(old) :]  # resumable session URL: keep it behind the front
+            if name.lower() == "location" and self._declared is not None and response.status == 200:
+                self._note_new_session(front, value)
             if name.lower() not in dropped:
                 headers.append((name, value))
         if response.status == 308:

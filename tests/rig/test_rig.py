@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import http.client
+import io
 import json
 import os
 import pathlib
+import struct
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +22,7 @@ import google.auth
 import google.auth.aws
 import google.auth.exceptions
 import google.auth.transport.requests
+import google_crc32c
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -484,3 +489,130 @@ def test_local_s3_round_trip(local_s3: LocalS3) -> None:
 
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=bucket, Key="missing")
+
+
+# -- GcsFront: declared checksums are checked as Cloud Storage checks them ------------------------
+
+
+def crc32c_of(data: bytes) -> str:
+    return base64.b64encode(struct.pack(">I", google_crc32c.value(data))).decode()
+
+
+def md5_of(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+WRONG = {"crc32c": crc32c_of(b"other bytes"), "md5Hash": md5_of(b"other bytes")}
+MESSAGE = {"crc32c": "Provided CRC32C", "md5Hash": "Provided MD5 hash"}
+
+
+def upload_declaring(bucket: storage.Bucket, name: str, data: bytes, declared: dict[str, str],
+                     chunk_size: int | None = None) -> storage.Blob:
+    """Upload through the real client with ``declared`` checksums sent as they are (checksum=None:
+    the client computes none of its own)."""
+    blob = bucket.blob(name, chunk_size=chunk_size)
+    blob.crc32c = declared.get("crc32c")
+    blob.md5_hash = declared.get("md5Hash")
+    blob.upload_from_file(io.BytesIO(data), size=len(data), checksum=None)
+    return blob
+
+
+@pytest.mark.parametrize("field", ["crc32c", "md5Hash"])
+@pytest.mark.parametrize(
+    ("path", "size", "chunk_size"),
+    [("multipart", 300_000, None), ("resumable, one chunk", BIG, None),
+     ("resumable, many chunks", 3 * 1024 * 1024 + 17, 1024 * 1024)],
+)
+def test_upload_with_a_wrong_declared_checksum_is_refused(
+    front: GcsFront, gcs_backend: FakeGcsServer, client: storage.Client, bucket_name: str,
+    field: str, path: str, size: int, chunk_size: int | None,
+) -> None:
+    bucket = client.bucket(bucket_name)
+    data = os.urandom(size)
+    bucket.blob("kept").upload_from_string(b"the object before")
+
+    for name in ("new", "kept"):
+        with pytest.raises(api_exceptions.BadRequest) as raised:
+            upload_declaring(bucket, name, data, {field: WRONG[field]}, chunk_size)
+        error = raised.value.response.json()["error"]
+        assert error["code"] == 400 and error["errors"][0]["reason"] == "invalid"
+        assert error["message"].startswith(f'{MESSAGE[field]} "{WRONG[field]}" doesn\'t match calculated')
+    assert gcs_backend.object_metadata(bucket_name, "new") is None  # nothing created
+    assert gcs_backend.read_object(bucket_name, "kept") == b"the object before"  # nothing changed
+    assert len(front.checksum_refusals) == 2
+
+    right = {"crc32c": crc32c_of(data), "md5Hash": md5_of(data)}
+    upload_declaring(bucket, "new", data, right, chunk_size)
+    upload_declaring(bucket, "kept", data, {field: right[field]}, chunk_size)
+    for name in ("new", "kept"):
+        metadata = gcs_backend.object_metadata(bucket_name, name)
+        assert metadata is not None and (metadata["crc32c"], metadata["md5Hash"]) == (right["crc32c"], right["md5Hash"])
+        assert gcs_backend.read_object(bucket_name, name) == data
+    assert front.unverified == [] and len(front.checksum_refusals) == 2
+
+    # The refusal is the front's: fake-gcs-server itself stores bytes that contradict their checksum.
+    front.check_checksums = False
+    upload_declaring(bucket, "unchecked", data, {field: WRONG[field]}, chunk_size)
+    assert gcs_backend.read_object(bucket_name, "unchecked") == data
+
+
+def test_resumable_session_checks_every_byte_once_whatever_the_client_resends(
+    front: GcsFront, gcs_backend: FakeGcsServer, credentials: google.auth.aws.Credentials, bucket_name: str
+) -> None:
+    """Raw requests: a resent chunk and an overlapping one count each byte once; a final chunk whose
+    bytes differ from the declared checksums is refused and the session stays usable; a wrong
+    ``X-Goog-Hash`` on the final chunk is refused too."""
+    refresh(credentials)
+    KIB = 256 * 1024
+    data = os.urandom(3 * KIB + 1000)
+    auth = {"Authorization": f"Bearer {credentials.token}"}
+    netloc = urllib.parse.urlsplit(front.url).netloc
+
+    def call(method: str, url: str, body: bytes = b"", **headers: str) -> tuple[int, dict[str, str], bytes]:
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(netloc, timeout=30)
+        try:
+            conn.request(method, f"{parts.path}?{parts.query}", body=body,
+                         headers={**auth, **{k.replace("_", "-"): v for k, v in headers.items()}})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def start(name: str) -> str:
+        resource = {"name": name, "crc32c": crc32c_of(data), "md5Hash": md5_of(data)}
+        status, headers, _ = call("POST", f"{front.url}/upload/storage/v1/b/{bucket_name}/o?uploadType=resumable",
+                                  json.dumps(resource).encode(), Content_Type="application/json")
+        assert status == 200
+        return headers["Location"]
+
+    def chunk(session: str, first: int, end: int, body: bytes | None = None, total: str = "*",
+              **headers: str) -> tuple[int, dict[str, str], bytes]:
+        return call("PUT", session, data[first:end] if body is None else body,
+                    Content_Range=f"bytes {first}-{end - 1}/{total}", **headers)
+
+    session = start("resent")
+    assert chunk(session, 0, KIB)[1]["Range"] == f"bytes=0-{KIB - 1}"
+    assert chunk(session, 0, KIB)[1]["Range"] == f"bytes=0-{KIB - 1}"  # the same chunk again
+    status, headers, _ = chunk(session, KIB // 2, 2 * KIB)  # overlaps what is persisted
+    assert status == 308, headers
+    persisted = int(headers["Range"].rsplit("-", 1)[1]) + 1
+    altered = bytearray(data[persisted:])
+    altered[-1] ^= 0xFF
+    status, _, answer = chunk(session, persisted, len(data), bytes(altered), str(len(data)))
+    assert status == 400 and b"Provided CRC32C" in answer, answer
+    assert gcs_backend.object_metadata(bucket_name, "resent") is None
+    status, headers, _ = call("PUT", session, Content_Range="bytes */*")  # the session lives on
+    assert (status, headers.get("Range")) == (308, f"bytes=0-{persisted - 1}")
+    status, _, answer = chunk(session, persisted, len(data), total=str(len(data)))
+    assert status == 200, answer
+    assert gcs_backend.read_object(bucket_name, "resent") == data
+
+    session = start("hash-header")
+    assert chunk(session, 0, KIB)[0] == 308
+    status, _, answer = chunk(session, KIB, len(data), total=str(len(data)), X_Goog_Hash=f"crc32c={WRONG['crc32c']}")
+    assert status == 400 and json.loads(answer)["error"]["message"].startswith(f'Provided CRC32C "{WRONG["crc32c"]}"')
+    assert gcs_backend.object_metadata(bucket_name, "hash-header") is None
+    status, _, _ = chunk(session, KIB, len(data), total=str(len(data)), X_Goog_Hash=f"crc32c={crc32c_of(data)}")
+    assert status == 200 and gcs_backend.read_object(bucket_name, "hash-header") == data
+    assert front.unverified == [] and len(front.checksum_refusals) == 2
