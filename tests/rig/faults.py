@@ -12,14 +12,19 @@ streaming bodies both ways. On a schedule drawn from ``random.Random(seed)`` it 
 * ``drop_request``: reads part of the request body, then resets the connection without ever
   contacting the upstream - an upload cut short (nothing reaches the server);
 * ``stall``: holds the request for ``stall_seconds`` (bounded; meant to outlast the client's
-  timeout), then closes the connection or forwards the request late (``stall_then``).
+  timeout), then closes the connection or forwards the request late (``stall_then``);
+* ``corrupt``: forwards the request but alters one byte in transit (XOR 0xFF, the length
+  unchanged) of the response body (``corrupt_body="response"``, e.g. an S3 GET), of the request
+  body (``"request"``, e.g. an upload to Cloud Storage) or of both (``"both"``) - bytes that
+  arrive whole but wrong, which only a checksum can catch.
 
 Decisions are drawn in the order requests arrive (always the same number of draws per
 eligible request), so a serial client sees exactly the same faults for the same seed; with
 concurrent clients the sequence of decisions is the same but which request gets which one may
 vary. ``max_faults`` caps the faults injected so every run converges; ``calm()`` switches
 injection off (everything is forwarded) and ``rage()`` back on. ``injected`` counts what was
-injected by kind (``status_503``, ``reset_response``, ``drop_request``, ``stall``...).
+injected by kind (``status_503``, ``reset_response``, ``drop_request``, ``stall``,
+``corrupt_request``, ``corrupt_response``...); ``corruptions`` lists where each altered byte was.
 
 Redirects (``Location``) naming the upstream are rewritten to the proxy, so a resumable upload
 session stays behind it. Loopback only; every loop is bounded; ``stop()`` wakes stalled
@@ -39,7 +44,7 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from .serving import HOP_BY_HOP, BodyReading, RigHTTPServer, RigService, connection_tokens
 
@@ -56,7 +61,8 @@ _GOOGLE_STATUS = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"
 _GOOGLE_REASON = {429: "rateLimitExceeded", 500: "backendError", 503: "backendError"}
 
 Flavor = Literal["gcs", "s3", "oauth"]
-KINDS = ("status", "reset_response", "drop_request", "stall")
+KINDS = ("status", "reset_response", "drop_request", "stall", "corrupt")  # new kinds go last: seeds keep their schedule
+Side = Literal["response", "request", "both"]
 
 # One line per seeded fault run of the suite (seed, faults injected, copies verified, corrupt,
 # lost), printed at the end of the test session so every run shows its seeds and totals.
@@ -77,12 +83,19 @@ class FaultPlan:
     ``always(method, path_with_query)`` names requests that get ``always_kind`` every time (a
     fault that persists past any retry) until ``calm()``; these draw nothing from the seeded
     schedule and are not capped by ``max_faults`` (they are counted in ``injected``).
+
+    ``corrupt`` alters one byte of the body named by ``corrupt_body`` (``"response"``,
+    ``"request"`` or ``"both"``) at a seeded position; a body that is empty (or absent) is left
+    alone and not counted. Its position comes from the draws every eligible request makes, so
+    adding ``corrupt`` to a plan does not shift the schedule of the other kinds.
     """
 
     status: float = 0.0
     reset_response: float = 0.0
     drop_request: float = 0.0
     stall: float = 0.0
+    corrupt: float = 0.0
+    corrupt_body: Side = "response"
     statuses: tuple[int, ...] = (429, 500, 503)
     stall_seconds: float = 3.0
     stall_then: Literal["close", "forward"] = "close"
@@ -91,12 +104,15 @@ class FaultPlan:
     match: Callable[[str, str], bool] | None = None
     resettable: Callable[[str, str], bool] | None = None
     always: Callable[[str, str], bool] | None = None
-    always_kind: Literal["status", "reset_response", "drop_request", "stall"] = "status"
+    always_kind: Literal["status", "reset_response", "drop_request", "stall", "corrupt"] = "status"
 
     def __post_init__(self) -> None:
-        total = self.status + self.reset_response + self.drop_request + self.stall
-        if not 0.0 <= total <= 1.0 or min(self.status, self.reset_response, self.drop_request, self.stall) < 0:
+        chances = [getattr(self, kind) for kind in KINDS]
+        total = sum(chances)
+        if not 0.0 <= total <= 1.0 or min(chances) < 0:
             raise ValueError(f"fault probabilities must be >= 0 and sum to at most 1 (got {total})")
+        if self.corrupt_body not in ("response", "request", "both"):
+            raise ValueError("corrupt_body must be 'response', 'request' or 'both'")
         if not 0 < self.stall_seconds <= _MAX_STALL:
             raise ValueError(f"stall_seconds must be in (0, {_MAX_STALL}]")
         if self.max_faults < 0:
@@ -138,6 +154,7 @@ class FaultProxy(RigService):
         self.forwarded = 0
         self.events: list[tuple[str, str, str]] = []  # (kind, method, path) of each fault
         self.slow: list[tuple[float, str, str, str]] = []  # (seconds, kind, method, path) over 5 s
+        self.corruptions: list[tuple[str, str, str, int]] = []  # (kind, method, path, offset altered)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -205,11 +222,17 @@ class FaultProxy(RigService):
                     return _Decision(kind, status, fraction)
             return _Decision(None)
 
-    def _count(self, decision: _Decision, method: str, path: str) -> None:
-        kind = f"status_{decision.status}" if decision.kind == "status" else str(decision.kind)
+    def _count(self, decision: _Decision, method: str, path: str, kind: str | None = None) -> None:
+        kind = kind or (f"status_{decision.status}" if decision.kind == "status" else str(decision.kind))
         with self._lock:
             self.injected[kind] += 1
             self.events.append((kind, method, path.split("?", 1)[0]))
+
+    def _count_corruption(self, decision: _Decision, side: str, method: str, path: str, offset: int) -> None:
+        kind = f"corrupt_{side}"
+        self._count(decision, method, path, kind)
+        with self._lock:
+            self.corruptions.append((kind, method, path.split("?", 1)[0], offset))
 
     def _count_forwarded(self) -> None:
         with self._lock:
@@ -295,16 +318,20 @@ class _ProxyHandler(BodyReading):
                     self._drain_body(_MAX_DRAIN)
                     self.close_connection = True  # no answer at all: the connection just closes
             else:
-                self._forward(proxy, decision if decision.kind == "reset_response" else None)
+                self._forward(proxy, decision if decision.kind in ("reset_response", "corrupt") else None)
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True
 
-    def _forward(self, proxy: FaultProxy, reset: _Decision | None) -> None:
+    def _forward(self, proxy: FaultProxy, altered: _Decision | None) -> None:
+        """Forward the request; ``altered``: a ``reset_response`` or ``corrupt`` to apply on the way."""
         host, port = proxy._upstream
         conn = http.client.HTTPConnection(host, port, timeout=_UPSTREAM_TIMEOUT)
+        corrupt = altered if altered is not None and altered.kind == "corrupt" else None
+        reset = altered if altered is not None and altered.kind == "reset_response" else None
+        side = proxy.plan.corrupt_body
         try:
             try:
-                self._send_upstream(conn, f"{host}:{port}")
+                self._send_upstream(conn, f"{host}:{port}", proxy, corrupt if side in ("request", "both") else None)
                 response = conn.getresponse()
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 self.close_connection = True
@@ -312,11 +339,12 @@ class _ProxyHandler(BodyReading):
                 self._send_own(502, body.encode(), "application/json")
                 return
             proxy._count_forwarded()
-            self._relay(proxy, response, reset)
+            self._relay(proxy, response, reset, corrupt if side in ("response", "both") else None)
         finally:
             conn.close()
 
-    def _send_upstream(self, conn: http.client.HTTPConnection, netloc: str) -> None:
+    def _send_upstream(self, conn: http.client.HTTPConnection, netloc: str, proxy: FaultProxy,
+                       corrupt: _Decision | None) -> None:
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", netloc)
         dropped = HOP_BY_HOP | {"host", "content-length", "expect"} | connection_tokens(self.headers)
@@ -324,20 +352,41 @@ class _ProxyHandler(BodyReading):
             if name.lower() not in dropped:
                 conn.putheader(name, value)
         length = self._body_length()
+        pieces = self._iter_body()
+        if corrupt is not None:
+            pieces = self._altering(pieces, length, corrupt, "request", proxy)
         if length is None:  # chunked: pass it on chunked
             conn.putheader("Transfer-Encoding", "chunked")
             conn.endheaders()
-            for piece in self._iter_body():
+            for piece in pieces:
                 conn.send(b"%x\r\n%b\r\n" % (len(piece), piece))
             conn.send(b"0\r\n\r\n")
         else:
             if length or self.command in ("POST", "PUT", "PATCH"):
                 conn.putheader("Content-Length", str(length))
             conn.endheaders()
-            for piece in self._iter_body():
+            for piece in pieces:
                 conn.send(piece)
 
-    def _relay(self, proxy: FaultProxy, response: http.client.HTTPResponse, reset: _Decision | None) -> None:
+    def _altering(self, pieces: Iterator[bytes], length: int | None, decision: _Decision, side: str,
+                  proxy: FaultProxy) -> Iterator[bytes]:
+        """``pieces`` with one byte altered: at ``fraction`` of ``length``, or (unknown length) of
+        the first non-empty piece. Counted when it happens; an empty body is left alone."""
+        target = int(length * decision.fraction) if length else None
+        offset = 0
+        done = length == 0
+        for piece in pieces:
+            if not done and piece:
+                at = int(len(piece) * decision.fraction) if target is None else target - offset
+                if 0 <= at < len(piece):
+                    piece = piece[:at] + bytes([piece[at] ^ 0xFF]) + piece[at + 1:]
+                    proxy._count_corruption(decision, side, self.command, self.path, offset + at)
+                    done = True
+            offset += len(piece)
+            yield piece
+
+    def _relay(self, proxy: FaultProxy, response: http.client.HTTPResponse, reset: _Decision | None,
+               corrupt: _Decision | None = None) -> None:
         old, new = proxy.upstream_url, self.server.url
         dropped = HOP_BY_HOP | {"content-length"} | connection_tokens(response.headers)
         self.send_response_only(response.status, response.reason)
@@ -362,13 +411,24 @@ class _ProxyHandler(BodyReading):
                 self._copy_exact(response, max(1, cut))
                 self._reset()
                 return
+            if corrupt is not None:
+                sent = 0
+                for piece in self._altering(_read_exact(response, length), length, corrupt, "response", proxy):
+                    self.wfile.write(piece)
+                    sent += len(piece)
+                if sent < length:
+                    self.close_connection = True  # the upstream ended early, as in _copy_exact
+                return
             self._copy_exact(response, length)
             return
         # Unknown length: relay chunked (a reset cuts it after the first piece).
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         first = True
-        while piece := response.read1(_CHUNK):
+        pieces: Iterator[bytes] = iter(lambda: response.read1(_CHUNK), b"")
+        if corrupt is not None:
+            pieces = self._altering(pieces, None, corrupt, "response", proxy)
+        for piece in pieces:
             if reset is not None and first:
                 proxy._count(reset, self.command, self.path)
                 half = piece[: max(1, int(len(piece) * reset.fraction))]
@@ -428,6 +488,16 @@ class _ProxyHandler(BodyReading):
             self.connection.close()
         except OSError:
             pass
+
+
+def _read_exact(response: http.client.HTTPResponse, count: int) -> Iterator[bytes]:
+    """Up to ``count`` bytes of ``response`` in pieces (fewer if it ends early)."""
+    while count > 0:
+        piece = response.read(min(count, _CHUNK))
+        if not piece:
+            return
+        count -= len(piece)
+        yield piece
 
 
 def _rewrite_location(value: str, old: str, new: str) -> str:

@@ -30,6 +30,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 
+from .faults import FaultPlan, FaultProxy
 from .gcs import FakeGcsServer, GcsFront
 from .google_tokens import GoogleTokenServer
 from .s3 import AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, LocalS3
@@ -616,3 +617,76 @@ def test_resumable_session_checks_every_byte_once_whatever_the_client_resends(
     status, _, _ = chunk(session, KIB, len(data), total=str(len(data)), X_Goog_Hash=f"crc32c={crc32c_of(data)}")
     assert status == 200 and gcs_backend.read_object(bucket_name, "hash-header") == data
     assert front.unverified == [] and len(front.checksum_refusals) == 2
+
+
+# -- FaultProxy: bytes altered in transit ---------------------------------------------------------
+
+
+def test_corrupt_fault_alters_one_byte_and_keeps_the_length(
+    front: GcsFront, gcs_backend: FakeGcsServer, credentials: google.auth.aws.Credentials, bucket_name: str
+) -> None:
+    refresh(credentials)
+    data = os.urandom(200_001)
+    auth = {"Authorization": f"Bearer {credentials.token}"}
+
+    def call(proxy: FaultProxy, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(urllib.parse.urlsplit(proxy.url).netloc, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={**auth, "Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    # The request body: what the backend stores is the upload with one byte altered.
+    upload = f"/upload/storage/v1/b/{bucket_name}/o?uploadType=media&name=altered"
+    with FaultProxy(front.url, seed=3, plan=FaultPlan(corrupt=1.0, corrupt_body="request", max_faults=1)) as proxy:
+        assert call(proxy, "POST", upload, data)[0] == 200
+        assert call(proxy, "POST", upload.replace("altered", "intact"), data)[0] == 200  # max_faults=1
+    stored = gcs_backend.read_object(bucket_name, "altered")
+    assert len(stored) == len(data) and stored != data
+    assert [i for i in range(len(data)) if stored[i] != data[i]] == [proxy.corruptions[0][3]]
+    assert gcs_backend.read_object(bucket_name, "intact") == data
+    assert proxy.injected == {"corrupt_request": 1} and "corrupt_request=1" in proxy.summary()
+
+    # The response body: a download arrives whole, one byte wrong; the stored object is intact.
+    media = f"/download/storage/v1/b/{bucket_name}/o/intact?alt=media"
+    with FaultProxy(front.url, seed=4, plan=FaultPlan(corrupt=1.0, max_faults=1,
+                                                      match=lambda m, p: "alt=media" in p)) as proxy:
+        status, received = call(proxy, "GET", media)
+    assert status == 200 and len(received) == len(data) and received != data
+    assert sum(a != b for a, b in zip(received, data)) == 1
+    assert proxy.injected == {"corrupt_response": 1}
+    assert gcs_backend.read_object(bucket_name, "intact") == data
+
+
+def test_an_upload_altered_in_transit_is_refused_by_its_declared_checksum(
+    front: GcsFront, gcs_backend: FakeGcsServer, credentials: google.auth.aws.Credentials, bucket_name: str
+) -> None:
+    """The two together: the copier's declared CRC32C / MD5 make Cloud Storage refuse altered bytes."""
+    data = os.urandom(500_000)
+    with FaultProxy(front.url, seed=5, plan=FaultPlan(corrupt=1.0, corrupt_body="request", max_faults=1)) as proxy:
+        client = storage.Client(project="p", credentials=credentials, client_options={"api_endpoint": proxy.url})
+        bucket = client.bucket(bucket_name)
+        with pytest.raises(api_exceptions.BadRequest):
+            upload_declaring(bucket, "declared", data, {"crc32c": crc32c_of(data), "md5Hash": md5_of(data)})
+        assert gcs_backend.object_metadata(bucket_name, "declared") is None
+        assert proxy.injected == {"corrupt_request": 1} and len(front.checksum_refusals) == 1
+        upload_declaring(bucket, "declared", data, {"crc32c": crc32c_of(data), "md5Hash": md5_of(data)})
+    assert gcs_backend.read_object(bucket_name, "declared") == data
+
+
+def test_fault_plan_schedule_is_unchanged_by_the_corrupt_kind() -> None:
+    """Seeds reproduce the runs they reproduced before ``corrupt`` existed: it draws nothing more."""
+    def schedule(plan: FaultPlan) -> list[str | None]:
+        proxy = FaultProxy("http://127.0.0.1:9", seed=77, plan=plan)
+        return [proxy._decide("PUT", "/x", True).kind for _ in range(200)]
+
+    base = dict(status=0.1, reset_response=0.1, drop_request=0.1, stall=0.1, max_faults=1000)
+    without = schedule(FaultPlan(**base))
+    with_corrupt = schedule(FaultPlan(**base, corrupt=0.2))
+    assert with_corrupt.count("corrupt") > 10 and without.count(None) > 10
+    # Every decision is the same, except that some requests left alone before are now corrupted.
+    assert all(b == a or (a, b) == (None, "corrupt") for a, b in zip(without, with_corrupt))
+    with pytest.raises(ValueError):
+        FaultPlan(corrupt=0.5, corrupt_body="sideways")  # type: ignore[arg-type]
