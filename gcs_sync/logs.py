@@ -2,6 +2,14 @@
 
 Library modules only call ``logging.getLogger(__name__)``; ``configure`` is called by the
 entry points (the Lambda handler and the command line).
+
+Every line is one JSON object in the shape of Lambda's own JSON log format: ``timestamp``
+(RFC 3339, UTC), ``level`` (Lambda's names: DEBUG, INFO, WARN, ERROR, FATAL), ``logger``,
+``message``, ``requestId`` during an invocation, then the record's fields at the top level.
+Lambda's log-level filter reads ``level`` and ``timestamp``, so it keeps or drops these lines
+as it would its own. The request id is one module-level value, set when an invocation starts:
+a Lambda container runs one invocation at a time, and every thread (the copy's worker pools
+included) must see it.
 """
 
 from __future__ import annotations
@@ -11,10 +19,13 @@ import logging
 import os
 import re
 import sys
-import threading
 from datetime import datetime, timezone
 
-_request = threading.local()
+_request_id: str | None = None  # the invocation in progress; read by every thread
+_lambda_log_format: str | None = None  # AWS_LAMBDA_LOG_FORMAT, as given to configure()
+_lambda_log_level: str | None = None  # AWS_LAMBDA_LOG_LEVEL (Lambda's names), as given to configure()
+# Python level names -> the names Lambda's JSON format and log-level filter use.
+LAMBDA_LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _PATTERNS = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"ya29\.[\w.\-]+"),  # Google access tokens
@@ -45,20 +56,35 @@ def _own_secrets() -> tuple[str, ...]:
 
 
 def set_request_id(request_id: str | None) -> None:
-    _request.id = request_id
+    """Called when an invocation starts: every line written from now on, from any thread,
+    carries ``requestId`` (None: no invocation, no field)."""
+    global _request_id
+    _request_id = request_id or None
+
+
+def request_id() -> str | None:
+    return _request_id
+
+
+def lambda_filter_level() -> str | None:
+    """The level below which Lambda itself drops JSON lines (``WARN``...), or None when it drops
+    nothing gcs-sync writes at INFO (text format, no level set, or a level of INFO or lower)."""
+    if _lambda_log_format == "JSON" and _lambda_log_level in ("WARN", "ERROR", "FATAL"):
+        return _lambda_log_level
+    return None
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
+            "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": LAMBDA_LEVEL_NAMES.get(record.levelname, record.levelname),
             "logger": record.name,
             "message": redact(record.getMessage(), secrets := _own_secrets()),
         }
-        request_id = getattr(_request, "id", None)
-        if request_id:
-            entry["requestId"] = request_id
+        current = _request_id
+        if current:
+            entry["requestId"] = current
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields if getattr(record, "plain_fields", False) else _redacted(fields, secrets))
@@ -79,8 +105,24 @@ def _redacted(value, secrets: tuple[str, ...]):
     return value
 
 
-def configure(level: str = "INFO") -> None:
-    """Send JSON lines to stderr (or Lambda's own handler), replacing any existing formatter."""
+def configure(level: str = "INFO", *, lambda_format: str | None = None,
+              lambda_level: str | None = None) -> None:
+    """Write JSON lines to stderr, or through Lambda's own handler, replacing its formatter.
+
+    In Lambda the runtime has already put a handler on the root logger, with a text formatter
+    or, under the JSON log format, its own JSON formatter. Either way gcs-sync replaces the
+    formatter (never the handler, which is how lines reach CloudWatch): one JSON object per
+    line in the runtime's own shape, with gcs-sync's fields at the top level and every value
+    redacted, instead of a JSON line wrapped in a text line or encoded again as a string.
+
+    ``lambda_format`` / ``lambda_level``: Lambda's logging controls (kept from an earlier call
+    when not given), so that metrics are tagged to pass Lambda's own log-level filter.
+    """
+    global _lambda_log_format, _lambda_log_level
+    if lambda_format is not None:
+        _lambda_log_format = lambda_format
+    if lambda_level is not None:
+        _lambda_log_level = lambda_level
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
@@ -88,3 +130,8 @@ def configure(level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
     root.setLevel(logging.WARNING)  # keep the SDKs quiet
     logging.getLogger("gcs_sync").setLevel(level)
+
+
+def configure_from(log) -> None:
+    """``configure`` from a ``config.LogSettings``."""
+    configure(log.level, lambda_format=log.lambda_format or "", lambda_level=log.lambda_level or "")

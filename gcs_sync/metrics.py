@@ -1,21 +1,40 @@
 """CloudWatch Embedded Metric Format: one document per invocation and one per destination.
 
-Logged as JSON lines through ``logging``; CloudWatch turns them into metrics with no agent and
-no PutMetricData permission. Namespace ``GcsSync``.
+Written straight to standard output, one JSON line each, never through ``logging``: metrics are
+there whatever LOG_LEVEL says (an alarm on ``ObjectsFailed`` must not go quiet when the logs are
+turned down). CloudWatch turns the lines into metrics with no agent and no PutMetricData
+permission. Namespace ``GcsSync``. A metric with no value in a document (e.g. ``Latency`` of a
+destination where nothing was copied) is left out of it, not written as an empty list.
+
+Under Lambda's JSON log format with an application log level above INFO, Lambda drops JSON lines
+whose ``level`` is below it (a line without one counts as INFO); the documents then carry that
+level so they pass.
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import sys
+import threading
 import time
-from typing import Iterable
+from typing import IO, Iterable
 
+from . import logs
 from .transfer import COPIED, FAILED, ObjectReport
-
-log = logging.getLogger(__name__)
 
 NAMESPACE = "GcsSync"
 MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one document
+
+_STDOUT = object()  # sys.stdout as it is when a document is written
+_output: object = _STDOUT
+_lock = threading.Lock()
+
+
+def set_output(stream: IO[str] | None) -> None:
+    """Where documents go: a text stream, or None for nowhere (a terminal has no CloudWatch).
+    Standard output by default."""
+    global _output
+    _output = stream
 
 
 def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> None:
@@ -25,7 +44,7 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> 
     timestamp = int(time.time() * 1000)
     outcomes = [r.outcome for r in reports]
     latencies = [max(d.seconds for d in r.results) * 1000 for r in reports if r.results]
-    log.info("metrics", extra={"plain_fields": True, "fields": _document(
+    _write(_document(
         timestamp, [["FunctionName"], ["FunctionName", "Invocation"]],
         {"FunctionName": function_name, "Invocation": shape},
         {
@@ -37,13 +56,13 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> 
             "BytesCopied": (sum(r.bytes for r in reports), "Bytes"),
             "CopyLatency": (latencies[:MAX_VALUES], "Milliseconds"),
         },
-    )})
+    ))
     by_destination: dict[str, list] = {}
     for report in reports:
         for result in report.results:
             by_destination.setdefault(result.destination, []).append(result)
     for destination, results in by_destination.items():
-        log.info("metrics", extra={"plain_fields": True, "fields": _document(
+        _write(_document(
             timestamp, [["FunctionName", "Destination"]],
             {"FunctionName": function_name, "Destination": destination},
             {
@@ -52,12 +71,12 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> 
                 "Bytes": (sum(r.bytes for r in results), "Bytes"),
                 "Latency": ([r.seconds * 1000 for r in results if r.outcome == COPIED][:MAX_VALUES], "Milliseconds"),
             },
-        )})
+        ))
 
 
 def _document(timestamp: int, dimensions: list, values: dict, metrics: dict) -> dict:
-    """One EMF document: numbers, the function's name and destination URLs, so the log formatter
-    skips redacting each field (``plain_fields``; the whole line is still redacted)."""
+    """One EMF document; metrics without a value (an empty list) are left out."""
+    metrics = {name: (value, unit) for name, (value, unit) in metrics.items() if value != []}
     document = {
         "_aws": {
             "Timestamp": timestamp,
@@ -70,4 +89,22 @@ def _document(timestamp: int, dimensions: list, values: dict, metrics: dict) -> 
         **values,
     }
     document.update({name: value for name, (value, _) in metrics.items()})
+    level = logs.lambda_filter_level()
+    if level:
+        document["level"] = level
+    current = logs.request_id()
+    if current:
+        document["requestId"] = current
     return document
+
+
+def _write(document: dict) -> None:
+    stream = sys.stdout if _output is _STDOUT else _output
+    if stream is None:
+        return
+    # Numbers, the function's name and destination URLs: no field needs redacting, but the line
+    # is still passed through the redactor as every other output is.
+    line = logs.redact(json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+    with _lock:
+        stream.write(line + "\n")  # type: ignore[union-attr]
+        stream.flush()  # type: ignore[union-attr]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import pytest
 
 from gcs_sync import logs
+from gcs_sync.config import LogSettings
 from gcs_sync.logs import JsonFormatter, redact, set_request_id
 
 PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
@@ -126,8 +130,8 @@ def test_json_formatter_one_object_per_record(capture):
     assert first["logger"] == "gcs_sync.tests.unit.logs"
     assert first["requestId"] == "req-123"
     assert (first["outcome"], first["bytes"], first["tags"]) == ("copied", 5, ["a"])
-    assert first["time"].endswith("+00:00")
-    assert second["level"] == "WARNING" and second["message"] == "multi\nline message"
+    assert first["timestamp"].endswith("+00:00")
+    assert second["level"] == "WARN" and second["message"] == "multi\nline message"
     assert second["requestId"] == "req-123"
     assert third["level"] == "ERROR" and "requestId" not in third
 
@@ -137,7 +141,7 @@ def test_json_formatter_ignores_non_dict_fields_and_serializes_odd_values(captur
     logger.info("odd", extra={"fields": ["not", "a", "dict"]})
     logger.info("values", extra={"fields": {"path": __import__("pathlib").Path("/tmp/x"), "set": {1}}})
     first, second = lines(stream)
-    assert set(first) == {"time", "level", "logger", "message"}
+    assert set(first) == {"timestamp", "level", "logger", "message"}
     assert second["path"] == "/tmp/x"
     assert second["set"] == "{1}"
 
@@ -175,21 +179,143 @@ def test_json_formatter_redacts_quoted_values_in_message(capture, message, secre
     assert secret not in stream.getvalue()
 
 
-def test_configure_sets_json_formatter():
+# --------------------------------------------------------------------------- request id from any thread
+
+
+def test_request_id_reaches_lines_from_worker_threads(capture):
+    logger, stream = capture
+    set_request_id("req-threads")
+    barrier = threading.Barrier(4)
+
+    def work(i):
+        barrier.wait(timeout=10)  # four distinct threads, all alive at once
+        logger.info("copied %d", i, extra={"fields": {"thread": threading.current_thread().name}})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(work, range(4)))
+    entries = lines(stream)
+    assert len(entries) == 4
+    assert len({e["thread"] for e in entries}) == 4
+    assert all(e["requestId"] == "req-threads" for e in entries)
+
+
+def test_next_invocation_replaces_the_request_id_in_threads_already_running(capture):
+    logger, stream = capture
+    set_request_id("first")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # one warm worker thread, reused
+        pool.submit(logger.info, "a").result()
+        set_request_id("second")
+        pool.submit(logger.info, "b").result()
+    assert [e["requestId"] for e in lines(stream)] == ["first", "second"]
+
+
+def test_timestamp_is_rfc3339_utc(capture):
+    logger, stream = capture
+    logger.info("x")
+    stamp = lines(stream)[0]["timestamp"]
+    assert datetime.fromisoformat(stamp).utcoffset().total_seconds() == 0
+
+
+@pytest.mark.parametrize("level, name", [
+    (logging.DEBUG, "DEBUG"), (logging.INFO, "INFO"), (logging.WARNING, "WARN"),
+    (logging.ERROR, "ERROR"), (logging.CRITICAL, "FATAL"),
+])
+def test_levels_use_lambdas_names(capture, level, name):
+    logger, stream = capture
+    logger.log(level, "x")
+    assert lines(stream)[0]["level"] == name
+
+
+# --------------------------------------------------------------------------- Lambda's logging controls
+
+
+@pytest.mark.parametrize("env, level", [
+    ({}, "INFO"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "DEBUG", "AWS_LAMBDA_LOG_FORMAT": "JSON"}, "DEBUG"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "TRACE", "AWS_LAMBDA_LOG_FORMAT": "JSON"}, "DEBUG"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "WARN", "AWS_LAMBDA_LOG_FORMAT": "JSON"}, "WARNING"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "FATAL", "AWS_LAMBDA_LOG_FORMAT": "JSON"}, "ERROR"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "ERROR", "LOG_LEVEL": "debug"}, "DEBUG"),  # LOG_LEVEL overrides
+    ({"AWS_LAMBDA_LOG_LEVEL": "DEBUG", "LOG_LEVEL": "WARN"}, "WARNING"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "nonsense"}, "INFO"),
+    ({"LOG_LEVEL": "nonsense"}, "INFO"),  # reported by Settings, ignored here
+])
+def test_log_settings_follow_lambda_with_log_level_as_override(env, level):
+    assert LogSettings.from_environ(env).level == level
+
+
+def test_log_settings_read_lambdas_format():
+    assert LogSettings.from_environ({"AWS_LAMBDA_LOG_FORMAT": "JSON"}).lambda_format == "JSON"
+    assert LogSettings.from_environ({"AWS_LAMBDA_LOG_FORMAT": "Text"}).lambda_format == "Text"
+    assert LogSettings.from_environ({}).lambda_format is None
+
+
+@pytest.fixture
+def root_restored():
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     saved_formatters = [h.formatter for h in saved_handlers]
     package_level = logging.getLogger("gcs_sync").level
     try:
-        logs.configure("DEBUG")
-        assert root.handlers and all(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
-        assert root.level == logging.WARNING
-        assert logging.getLogger("gcs_sync").level == logging.DEBUG
+        yield root
     finally:
         for handler in list(root.handlers):
             if handler not in saved_handlers:
                 root.removeHandler(handler)
+        for handler in saved_handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
         for handler, formatter in zip(saved_handlers, saved_formatters):
             handler.setFormatter(formatter)
         root.setLevel(saved_level)
         logging.getLogger("gcs_sync").setLevel(package_level)
+        logs.configure(package_level and logging.getLevelName(package_level) or "INFO",
+                       lambda_format="", lambda_level="")
+        set_request_id(None)
+
+
+class _RuntimeJsonFormatter(logging.Formatter):
+    """Stands for the formatter Lambda's runtime installs under the JSON log format."""
+
+    def format(self, record):
+        return json.dumps({"timestamp": "t", "level": record.levelname, "message": record.getMessage()})
+
+
+def test_under_lambdas_json_format_each_line_is_one_object_with_our_fields(root_restored):
+    stream = io.StringIO()
+    runtime_handler = logging.StreamHandler(stream)
+    runtime_handler.setFormatter(_RuntimeJsonFormatter())
+    for handler in list(root_restored.handlers):
+        root_restored.removeHandler(handler)
+    root_restored.addHandler(runtime_handler)
+    logs.configure_from(LogSettings.from_environ({"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "INFO"}))
+    set_request_id("req-json")
+    logging.getLogger("gcs_sync.tests.json").warning(
+        "copy failed", extra={"fields": {"outcome": "failed", "token": "access_token=abc123secret"}})
+    (line,) = stream.getvalue().splitlines()
+    entry = json.loads(line)
+    assert isinstance(entry["message"], str) and entry["message"] == "copy failed"  # not encoded twice
+    assert entry["outcome"] == "failed" and entry["requestId"] == "req-json" and entry["level"] == "WARN"
+    assert "abc123secret" not in line  # our redaction, which the runtime's formatter does not do
+    assert root_restored.handlers == [runtime_handler]  # the runtime's handler kept: it feeds CloudWatch
+
+
+def test_configure_sets_json_formatter(root_restored):
+    logs.configure("DEBUG")
+    assert root_restored.handlers and all(isinstance(h.formatter, JsonFormatter) for h in root_restored.handlers)
+    assert root_restored.level == logging.WARNING
+    assert logging.getLogger("gcs_sync").level == logging.DEBUG
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "WARN"}, "WARN"),
+    ({"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "ERROR"}, "ERROR"),
+    ({"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "INFO"}, None),
+    ({"AWS_LAMBDA_LOG_FORMAT": "Text", "AWS_LAMBDA_LOG_LEVEL": "ERROR"}, None),  # Lambda filters JSON only
+    ({}, None),
+])
+def test_lambda_filter_level(root_restored, env, expected):
+    logs.configure_from(LogSettings.from_environ(env))
+    assert logs.lambda_filter_level() == expected
+    logs.configure("INFO")  # a later call with the level only keeps Lambda's controls
+    assert logs.lambda_filter_level() == expected
