@@ -13,25 +13,66 @@ class GcsSyncError(Exception):
     retryable: bool = False
 
 
+class Problem:
+    """One thing wrong with the configuration: the variable (or field), what is wrong with it,
+    and the concrete fix for that very problem."""
+
+    __slots__ = ("variable", "wrong", "fix")
+
+    def __init__(self, variable: str, wrong: str, fix: str | None = None):
+        self.variable = variable
+        self.wrong = wrong.rstrip(". ")
+        self.fix = fix
+
+    def __str__(self) -> str:
+        text = f"{self.variable}: {self.wrong}"
+        return f"{text}. Fix: {self.fix}" if self.fix else text
+
+    def __repr__(self) -> str:
+        return f"Problem({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
 class ConfigError(GcsSyncError):
     """The environment does not describe a usable configuration.
 
-    Carries every problem found, so one deployment fixes them all at once.
+    Carries every problem found (``issues``: each a ``Problem`` with its variable and fix;
+    ``problems``: the same as text), so one deployment fixes them all at once.
     """
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+    def __init__(self, problems: "list[Problem | str]"):
+        self.issues = [p if isinstance(p, Problem) else _problem_of_text(p) for p in problems]
+        self.problems = [str(p) for p in self.issues]
+        count = len(self.problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"gcs-sync configuration is not valid:\n{lines}")
+        super().__init__(
+            f"the configuration is not valid ({count} problem{'s' if count != 1 else ''}, "
+            f"each with its fix; environment variables are under Configuration > Environment "
+            f"variables in the Lambda console):\n{lines}")
+
+
+def _problem_of_text(text: str) -> Problem:
+    variable, sep, wrong = str(text).partition(": ")
+    if sep and variable and " " not in variable:
+        return Problem(variable, wrong)
+    return Problem("configuration", str(text))
 
 
 class CredentialsError(GcsSyncError):
     """The Google credential configuration is missing, malformed or of a refused kind,
-    or the token exchange failed."""
+    or the token exchange failed. ``fix`` says what to change, when there is one thing to change."""
 
-    def __init__(self, message: str, *, retryable: bool = False):
-        super().__init__(message)
+    def __init__(self, message: str, *, retryable: bool = False, fix: str | None = None):
+        message = message.rstrip()
+        super().__init__(f"{message.rstrip('.')}. Fix: {fix}" if fix else message)
         self.retryable = retryable
+        self.fix = fix
+        self.detail = message
 
 
 class EventError(GcsSyncError):

@@ -132,7 +132,8 @@ def test_bad_audience(audience):
 @pytest.mark.parametrize("token_type", ["urn:ietf:params:oauth:token-type:jwt", "", None, "aws4_request"])
 def test_bad_subject_token_type(token_type):
     problems = config_problems(good_config(subject_token_type=token_type), make_settings())
-    assert problems == ["subject_token_type must be urn:ietf:params:aws:token-type:aws4_request"]
+    assert len(problems) == 1
+    assert problems[0].startswith("subject_token_type must be urn:ietf:params:aws:token-type:aws4_request. Fix: ")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +148,10 @@ def test_bad_subject_token_type(token_type):
 )
 def test_bad_impersonation_url(url):
     problems = config_problems(good_config(service_account_impersonation_url=url), make_settings())
-    assert problems == ["service_account_impersonation_url must end in serviceAccounts/EMAIL:generateAccessToken"]
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "service_account_impersonation_url must end in serviceAccounts/EMAIL:generateAccessToken. Fix: ")
+    assert "--service-account=EMAIL" in problems[0]
 
 
 def test_missing_region_and_keys():
@@ -211,8 +215,9 @@ def test_read_bad_file(tmp_path, content, fragment):
 
 
 def test_read_directory_is_a_credentials_error(tmp_path):
-    with pytest.raises(CredentialsError, match="GOOGLE_APPLICATION_CREDENTIALS: cannot read"):
+    with pytest.raises(CredentialsError, match="GOOGLE_APPLICATION_CREDENTIALS: .* is a directory") as info:
         read_credential_config(_settings_for(tmp_path))
+    assert info.value.fix and "gcp-credentials.json" in info.value.fix
 
 
 def test_read_problems_joined_in_one_error(tmp_path):
