@@ -577,3 +577,12 @@ def test_command_line_documents_every_command(readme):
     for command in commands:
         assert f"-m gcs_sync {command}" in text, command
     assert "GCS_API_ENDPOINT" in text and "AWS_ENDPOINT_URL_S3" in text  # the local servers
+
+
+def test_every_visibility_timeout_and_timeout_limit_in_the_readme_is_the_templates(template, readme):
+    text = " ".join(readme.split())
+    visibility = re.findall(r"visibility timeout[^.|]*?(\d{3,}) s", text)
+    assert visibility and {int(v) for v in visibility} == {
+        template["Resources"]["WorkQueue"]["Properties"]["VisibilityTimeout"]}
+    limits = re.findall(r"up to (\d+) s for large objects", text)
+    assert limits and {int(v) for v in limits} == {template["Parameters"]["Timeout"]["MaxValue"]}
