@@ -5,6 +5,7 @@ google-cloud-storage / google-auth / transport errors become ours here and nowhe
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from .config import Destination
 from .deadline import Deadline
 from .errors import ChecksumMismatch, CredentialsError, DestinationError, PreconditionFailed
 from .metadata import Digests, SourceState, user_metadata
+from .proof import copy_disagrees
 from .source import SourceObject
 
 # Each HTTP request: connect within CONNECT seconds, each read within READ seconds (shortened
@@ -24,6 +26,8 @@ from .source import SourceObject
 CONNECT = 10.0
 READ = 120.0
 UPLOAD_CHUNK = 8 * 1024 * 1024
+SESSION_ATTEMPTS = 3  # new upload sessions after one is lost (404 / 410)
+DISCARD_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class HeldObject:
     source: SourceState | None  # None: not written by gcs-sync
     size: int
     crc32c: str | None
+    md5: str | None = None
+
+    def disagreement(self) -> str | None:
+        """Why this copy is not what its provenance claims (size, checksums), or None."""
+        return copy_disagrees(self.source, size=self.size, crc32c=self.crc32c, md5=self.md5)
 
 
 class Writer(Protocol):
@@ -75,41 +84,36 @@ class GcsWriter:
         self, destination: Destination, name: str, path: str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject:
-        # A bounded chunk: otherwise the client holds up to 100 MiB per upload in memory.
-        blob = self._client.bucket(destination.bucket).blob(name, chunk_size=UPLOAD_CHUNK)
-        for attr, value in obj.headers.items():
-            setattr(blob, attr, value)
-        blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
-        # Sent with the upload: Cloud Storage rejects the object if the bytes do not match.
-        blob.crc32c = digests.crc32c_b64
-        if digests.md5_b64:
-            blob.md5_hash = digests.md5_b64
-        try:
-            blob.upload_from_filename(
-                path,
-                content_type=obj.headers.get("content_type"),
-                if_generation_match=if_generation_match,
-                checksum=None,  # our digests above are computed once, from the bytes S3 sent
-                timeout=self._timeout(),
-                retry=self._retry(),
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, destination, name, "write") from exc
-        written = _held(blob)
-        where = f"gs://{destination.bucket}/{name}"
-        if blob.crc32c != digests.crc32c_b64 or digests.md5_differs(blob.md5_hash):
-            self._discard(blob, written.generation)
-            raise ChecksumMismatch(
-                f"{where}: Cloud Storage reports "
-                f"crc32c {blob.crc32c} / md5 {blob.md5_hash}, the source bytes have crc32c "
-                f"{digests.crc32c_b64} / md5 {digests.md5_b64}; the copy was removed and will be retried"
-            )
-        if written.size != digests.size:
-            self._discard(blob, written.generation)
-            raise ChecksumMismatch(
-                f"{where}: stored {written.size} bytes, expected {digests.size}; the copy was removed"
-            )
-        return written
+        """Upload the staged file; what Cloud Storage then holds (checked by the caller).
+
+        CRC32C (and MD5 when S3's record is one) are sent with the upload, so Cloud Storage itself
+        refuses bytes that differ. An upload session that is lost (404 / 410 that is not a missing
+        bucket) is started again from the file.
+        """
+        for attempt in range(1, SESSION_ATTEMPTS + 1):
+            # A bounded chunk: otherwise the client holds up to 100 MiB per upload in memory.
+            blob = self._client.bucket(destination.bucket).blob(name, chunk_size=UPLOAD_CHUNK)
+            for attr, value in obj.headers.items():
+                setattr(blob, attr, value)
+            blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
+            blob.crc32c = digests.crc32c_b64
+            if digests.md5_b64:
+                blob.md5_hash = digests.md5_b64
+            try:
+                blob.upload_from_filename(
+                    path,
+                    content_type=obj.headers.get("content_type"),
+                    if_generation_match=if_generation_match,
+                    checksum=None,  # our digests above are computed once, from the bytes S3 sent
+                    timeout=self._timeout(),
+                    retry=self._retry(),
+                )
+            except Exception as exc:  # noqa: BLE001
+                if (_session_lost(exc) and attempt < SESSION_ATTEMPTS and not self._deadline.expired()):
+                    continue  # the upload session expired or was lost: start a new one
+                raise translate(exc, destination, name, "write") from exc
+            return _held(blob)
+        raise AssertionError("unreachable")
 
     def delete(self, destination: Destination, name: str, generation: int) -> None:
         """Delete the object only while it is still ``generation``; absent already counts as done."""
@@ -137,15 +141,21 @@ class GcsWriter:
             raise translate(exc, destination, first, "list") from exc
         return held
 
-    def discard(self, destination: Destination, name: str, generation: int) -> None:
-        self._discard(self._client.bucket(destination.bucket).blob(name), generation)
-
-    def _discard(self, blob: Any, generation: int) -> None:
-        """Remove an unverified object, only if it is still the one we wrote."""
-        try:
-            blob.delete(if_generation_match=generation, timeout=self._timeout())
-        except Exception:  # noqa: BLE001 - best effort; the failure is reported either way
-            pass
+    def discard(self, destination: Destination, name: str, generation: int) -> bool:
+        """Remove a copy that failed its check, only while it is still ``generation``, retrying
+        transient failures within the deadline; False when it could not be removed."""
+        blob = self._client.bucket(destination.bucket).blob(name)
+        for attempt in range(1, DISCARD_ATTEMPTS + 1):
+            try:
+                blob.delete(if_generation_match=generation, timeout=self._timeout(), retry=self._retry())
+                return True
+            except (gexc.NotFound, gexc.PreconditionFailed):
+                return True  # already gone, or replaced by another writer: not ours to remove
+            except Exception:  # noqa: BLE001 - reported by the caller
+                if attempt == DISCARD_ATTEMPTS or self._deadline.expired():
+                    return False
+                time.sleep(min(0.2 * 2 ** attempt, max(0.0, (self._deadline.remaining() or 2.0) - 1.0)))
+        return False
 
 
 def _held(blob: Any) -> HeldObject:
@@ -154,11 +164,18 @@ def _held(blob: Any) -> HeldObject:
         source=SourceState.from_metadata(blob.metadata),
         size=int(blob.size or 0),
         crc32c=blob.crc32c,
+        md5=blob.md5_hash,
     )
 
 
 def _bucket_missing(exc: gexc.GoogleAPICallError) -> bool:
     return "bucket" in str(exc.message or "").lower() and "object" not in str(exc.message or "").lower()
+
+
+def _session_lost(exc: Exception) -> bool:
+    """A 404 / 410 that is not about the bucket: an upload session that expired or was lost."""
+    return (isinstance(exc, gexc.GoogleAPICallError) and exc.code in (404, 410)
+            and not _bucket_missing(exc))
 
 
 def _bucket_not_found(destination: Destination) -> DestinationError:
@@ -185,8 +202,11 @@ def translate(exc: Exception, destination: Destination, name: str, action: str) 
         return CredentialsError(
             f"{where}: Cloud Storage refused the credentials (401); run the doctor check", retryable=True
         )
-    if isinstance(exc, gexc.NotFound):
-        return _bucket_not_found(destination)
+    if isinstance(exc, gexc.NotFound) or _session_lost(exc):
+        if action != "write" or not _session_lost(exc):
+            return _bucket_not_found(destination)
+        return DestinationError(f"{where}: Cloud Storage answered {exc.code} to the {action} (an upload "
+                                "session expired or was lost); will retry", retryable=True)
     if isinstance(exc, gexc.BadRequest):
         return DestinationError(f"{where}: Cloud Storage refused the {action}: {exc.message}", retryable=False)
     if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):

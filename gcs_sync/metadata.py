@@ -20,6 +20,8 @@ SOURCE_ETAG = "gcs-sync-source-etag"
 SOURCE_LAST_MODIFIED = "gcs-sync-source-last-modified"
 SOURCE_SIZE = "gcs-sync-source-size"
 SOURCE_SEQUENCER = "gcs-sync-source-sequencer"
+SOURCE_CRC32C = "gcs-sync-source-crc32c"  # the CRC32C of the source bytes, when known at write time
+PROOF = "gcs-sync-proof"  # the S3 record the copy was proven against (see proof.PROOFS)
 
 # S3 response field -> Cloud Storage object attribute (python-storage Blob property).
 HEADER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -48,6 +50,8 @@ class SourceState:
     last_modified: datetime | None
     size: int | None = None
     sequencer: str | None = None
+    crc32c: str | None = None  # of the bytes, as recorded on a copy (not part of the state's identity)
+    proof: str | None = None
 
     def to_metadata(self) -> dict[str, str]:
         meta = {
@@ -63,6 +67,10 @@ class SourceState:
             meta[SOURCE_SIZE] = str(self.size)
         if self.sequencer:
             meta[SOURCE_SEQUENCER] = self.sequencer
+        if self.crc32c:
+            meta[SOURCE_CRC32C] = self.crc32c
+        if self.proof:
+            meta[PROOF] = self.proof
         return meta
 
     @classmethod
@@ -79,6 +87,8 @@ class SourceState:
             last_modified=parse_time(meta.get(SOURCE_LAST_MODIFIED)),
             size=int(size) if size and size.isdigit() else None,
             sequencer=meta.get(SOURCE_SEQUENCER) or None,
+            crc32c=meta.get(SOURCE_CRC32C) or None,
+            proof=meta.get(PROOF) or None,
         )
 
 

@@ -17,7 +17,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .deadline import Deadline
 from .errors import SourceChanged, SourceError, SourceGone, StagingError
-from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState, plain_md5
+from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState
+from .proof import MD5, Plan, Reading, S3Record, SourceCorrupt, choose
 
 READ_CHUNK = 1024 * 1024
 READ_ATTEMPTS = 4
@@ -47,7 +48,18 @@ class SourceObject:
     headers: dict[str, str] = field(default_factory=dict)  # Blob attribute -> value
     user_metadata: dict[str, str] = field(default_factory=dict)
     unmapped: tuple[str, ...] = ()
-    md5_hex: str | None = None  # the bytes' MD5 when the ETag is one
+    record: S3Record | None = None  # S3's own record of the bytes: ETag and additional checksums
+
+    @property
+    def plan(self) -> Plan:
+        """How this object's bytes are proven (see ``proof.choose``)."""
+        return choose(self.record or S3Record(etag=self.etag))
+
+    @property
+    def md5_hex(self) -> str | None:
+        """The bytes' MD5 when S3's record is one (a single-part, unencrypted upload's ETag)."""
+        plan = self.plan
+        return plan.expected if plan.proof == MD5 else None
 
     @property
     def url(self) -> str:
@@ -71,7 +83,7 @@ class Source(Protocol):
 
     def open(self, bucket: str, key: str, version_id: str | None = None) -> tuple[SourceObject, Any]: ...
 
-    def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Digests: ...
+    def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Reading: ...
 
 
 class TimeRanOut(BotoCoreError):
@@ -90,6 +102,11 @@ def bind_deadline(client: Any, deadline: Deadline) -> None:
     """
 
     def before_send(request: Any, **_: Any) -> None:
+        context = getattr(request, "context", None)
+        if context is not None and context.get("checksum"):
+            # The checksums S3 returns are checked by ``proof.Reading`` as the bytes stream;
+            # botocore would compute the same again, and only when a read hits end of stream.
+            context["checksum"]["response_algorithms"] = []
         left = deadline.remaining()
         if left is None:
             return
@@ -131,7 +148,7 @@ class S3Source:
         return _source_object(bucket, key, response), response["Body"]
 
     def _ask(self, operation: str, call: Any, bucket: str, key: str, version_id: str | None) -> dict:
-        params = {"Bucket": bucket, "Key": key}
+        params = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}  # S3's record of the bytes
         if version_id:
             params["VersionId"] = version_id
         where = _where(bucket, key, version_id)
@@ -144,15 +161,20 @@ class S3Source:
         except BotoCoreError as exc:
             raise SourceError(f"{where}: could not reach S3 ({exc}); will retry", retryable=True) from exc
 
-    def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Digests:
-        """Stream the pinned state into ``sink``; return its digests after checking size and MD5.
+    def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Reading:
+        """Stream the pinned state into ``sink``; return its digests after checking its size and
+        S3's own record of its bytes (``proof``), computed as they stream.
 
         ``body``: the unread body of the GET ``obj`` came from (see ``open``); without it, a GET
         pinned to the state. A read cut off midway (reset, timeout, throttling) resumes from the
         byte reached, pinned to the same version / ETag, up to READ_ATTEMPTS times with jittered
         backoff.
         """
-        digests = Digests(md5=obj.md5_hex is not None)
+        plan = obj.plan
+        sizes = None
+        if plan.per_part:
+            sizes = [obj.size] if plan.parts == 1 else self.part_sizes(obj, plan.parts)
+        digests = Reading(plan, sizes)
         if self._parts > 1 and obj.size > self._part_size:
             if body is not None:
                 body.close()  # the parts are asked for by range
@@ -164,11 +186,36 @@ class S3Source:
             raise SourceError(
                 f"{obj.url}: read {digests.size} bytes, expected {obj.size}; will retry", retryable=True
             )
-        if obj.md5_hex and digests.md5_hex != obj.md5_hex:
-            raise SourceError(
-                f"{obj.url}: the bytes read do not match the object's MD5 ETag; will retry", retryable=True
-            )
+        digests.check(obj.url)
         return digests
+
+    def part_sizes(self, obj: SourceObject, parts: int) -> list[int]:
+        """The sizes of a multipart object's parts, from a HEAD of each part (pinned to the version
+        when there is one; a changed object then fails its proof and is read again)."""
+
+        def size_of(number: int) -> int:
+            params = {"Bucket": obj.bucket, "Key": obj.key, "PartNumber": number}
+            if obj.version_id:
+                params["VersionId"] = obj.version_id
+            try:
+                response = self._s3.head_object(**params)
+            except ClientError as exc:
+                raise _translate(exc, obj.url, f"HEAD of part {number}") from exc
+            except BotoCoreError as exc:
+                raise SourceError(f"{obj.url}: could not reach S3 ({exc}); will retry", retryable=True) from exc
+            count = response.get("PartsCount")
+            if count is not None and int(count) != parts:
+                raise SourceCorrupt(f"{obj.url}: S3 reports {count} parts, its record names {parts}; will retry")
+            return int(response.get("ContentLength", 0))
+
+        if parts <= 1:
+            return [obj.size]
+        with ThreadPoolExecutor(min(8, parts), thread_name_prefix="gcs-sync-s3-part-head") as pool:
+            sizes = list(pool.map(size_of, range(1, parts + 1)))
+        if sum(sizes) != obj.size:
+            raise SourceCorrupt(f"{obj.url}: its {parts} parts add up to {sum(sizes)} bytes, not {obj.size}; "
+                                "will retry")
+        return sizes
 
     def _retrying(self, obj: SourceObject, digests: Digests, read: Any) -> None:
         """``read(attempt)`` until it succeeds: a retryable failure is tried again (it resumes from
@@ -292,9 +339,6 @@ def _shorten_socket_timeout(body: Any, left: float | None) -> None:
 def _source_object(bucket: str, key: str, response: dict) -> SourceObject:
     etag = str(response.get("ETag", "")).strip('"')
     headers = {attr: response[field] for field, attr in HEADER_FIELDS if response.get(field)}
-    encrypted = response.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") or bool(
-        response.get("SSECustomerAlgorithm")
-    )
     return SourceObject(
         bucket=bucket,
         key=key,
@@ -305,7 +349,7 @@ def _source_object(bucket: str, key: str, response: dict) -> SourceObject:
         headers=headers,
         user_metadata=dict(response.get("Metadata") or {}),
         unmapped=tuple(f for f in UNMAPPED_FIELDS if response.get(f)),
-        md5_hex=plain_md5(etag, encrypted_with_kms_or_customer_key=encrypted),
+        record=S3Record.from_response(response),
     )
 
 
@@ -321,7 +365,9 @@ def _translate(exc: ClientError, where: str, operation: str) -> Exception:
     code = _code(exc)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in _GONE:
-        return SourceGone(f"{where}: deleted before it could be read")
+        return SourceGone(
+            f"{where}: not found: deleted before it could be read, or no object has this key (keys in "
+            "S3 events are URL-encoded: a space is '+', a literal '+' is '%2B'; this is the decoded key)")
     if code in _CHANGED:
         return SourceChanged(f"{where}: changed since it was looked up; reading the latest state")
     if code in _DENIED:

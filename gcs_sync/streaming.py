@@ -10,7 +10,6 @@ source's CRC32C and MD5. Uploads are conditional on the generation seen, as in t
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import queue
@@ -22,8 +21,9 @@ from urllib.parse import quote
 
 from .config import Destination
 from .deadline import MIN_CALL_SECONDS, Deadline
-from .errors import ChecksumMismatch, DestinationError, GcsSyncError, PreconditionFailed
-from .metadata import Digests, SourceState, user_metadata
+from .errors import DestinationError, GcsSyncError, PreconditionFailed
+from .metadata import SourceState, user_metadata
+from .proof import CRC32C, MD5, b64_from_hex
 from .source import SourceObject
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,13 @@ ATTEMPTS = 4
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 120.0  # one chunk's PUT; shortened to what is left of the invocation
 _DONE = object()
+
+
+class SessionLost(DestinationError):
+    """A resumable session answered 404 / 410: its bytes are gone, the upload starts again."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)
 
 UPLOAD_BASE = "https://storage.googleapis.com"
 
@@ -108,8 +115,13 @@ class DestinationStream:
         self._upload._retry_strategy = resumable_media.RetryStrategy(max_retries=0)
         self._metadata = {"name": name, "metadata": {**user_metadata(obj.user_metadata), **state.to_metadata()},
                           **{_JSON_FIELDS[attr]: value for attr, value in obj.headers.items()}}
-        if obj.md5_hex:  # Cloud Storage refuses to finalize bytes that do not match
-            self._metadata["md5Hash"] = base64.b64encode(bytes.fromhex(obj.md5_hex)).decode("ascii")
+        # S3's own record, where Cloud Storage can check the same value: it then refuses to
+        # finalize bytes that differ from what S3 recorded.
+        plan = obj.plan
+        if plan.proof == MD5:
+            self._metadata["md5Hash"] = b64_from_hex(plan.expected)
+        elif plan.proof == CRC32C and not plan.per_part:
+            self._metadata["crc32c"] = plan.expected
         self._content_type = obj.headers.get("content_type") or "application/octet-stream"
         self._size = obj.size
         self.result: dict | None = None
@@ -143,7 +155,7 @@ class DestinationStream:
                         return finished
                 return self._call(fn, action)
             except DestinationError as exc:
-                if not exc.retryable or isinstance(exc, PreconditionFailed) or attempt == ATTEMPTS:
+                if not exc.retryable or isinstance(exc, (PreconditionFailed, SessionLost)) or attempt == ATTEMPTS:
                     raise
                 if self._upload.resumable_url and not self._upload.invalid and not self._upload.finished:
                     self._upload._make_invalid()  # a transport error leaves the stream mid-chunk
@@ -191,6 +203,9 @@ class DestinationStream:
                     f"{self.where}: permission denied ({status}) on {action}. Grant the service account "
                     f"Storage Object Admin (roles/storage.objectAdmin) on gs://{self.destination.bucket}.",
                     retryable=False) from exc
+            if status in (404, 410) and self._upload.resumable_url:
+                raise SessionLost(f"{self.where}: the upload session answered {status} (expired or lost); "
+                                  "starting a new upload") from exc
             if status == 404:
                 raise DestinationError(f"{self.where}: bucket {self.destination.bucket!r} does not exist "
                                        "or the service account cannot see it", retryable=False) from exc
@@ -213,17 +228,6 @@ _JSON_FIELDS = {
     "content_language": "contentLanguage",
     "cache_control": "cacheControl",
 }
-
-
-def verify(stream: DestinationStream, digests: Digests) -> int:
-    """Compare the finished object with the source's digests; return its generation."""
-    result = stream.result or {}
-    crc, md5, size = result.get("crc32c"), result.get("md5Hash"), int(result.get("size", -1))
-    if crc != digests.crc32c_b64 or digests.md5_differs(md5) or size != digests.size:
-        raise ChecksumMismatch(
-            f"{stream.where}: Cloud Storage reports crc32c {crc} / md5 {md5} / {size} bytes, the source "
-            f"has crc32c {digests.crc32c_b64} / md5 {digests.md5_b64} / {digests.size} bytes")
-    return int(result.get("generation", 0))
 
 
 class ChunkSink:

@@ -15,13 +15,14 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 from .config import Destination, Settings
 from .deadline import Deadline
 from .destination import HeldObject, Writer
 from .errors import ChecksumMismatch, GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
+from .proof import CRC32C, check_copy
 from .events import ObjectRef, printable
 from .metadata import Digests, SourceState, object_name_problem
 from .ordering import Decision, compare_sequencers, decide, same_state
@@ -40,6 +41,7 @@ KNOWN_NAMES_MAX = 20_000
 STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects streaming at once
 
 COPIED = "copied"
+REPAIRED = "repaired"  # rewritten: the copy claimed the current state, its size or checksums disagreed
 DELETED = "deleted"
 CURRENT = "already_current"
 SUPERSEDED = "superseded"
@@ -47,7 +49,7 @@ KEPT = "kept"  # a delete that did not apply: the copy is newer, foreign, or the
 ABSENT = "already_absent"
 SKIPPED = "skipped"
 FAILED = "failed"
-OUTCOME_ORDER = (COPIED, DELETED, SUPERSEDED, CURRENT, KEPT, ABSENT)
+OUTCOME_ORDER = (COPIED, REPAIRED, DELETED, SUPERSEDED, CURRENT, KEPT, ABSENT)
 
 
 @dataclass
@@ -60,9 +62,12 @@ class DestinationResult:
     error: str | None = None
     retryable: bool = False
     detail: str | None = None
+    proof: str | None = None  # the S3 record the copy was proven against (proof.PROOFS)
 
     def as_dict(self) -> dict:
         data = {"destination": self.destination, "object": self.object, "outcome": self.outcome}
+        if self.proof:
+            data["proof"] = self.proof
         if self.bytes:
             data["bytes"] = self.bytes
         if self.error:
@@ -106,7 +111,7 @@ class ObjectReport:
 
     @property
     def bytes(self) -> int:
-        return sum(r.bytes for r in self.results if r.outcome == COPIED)
+        return sum(r.bytes for r in self.results if r.outcome in (COPIED, REPAIRED))
 
     def as_dict(self) -> dict:
         data = {"source": self.source, "outcome": self.outcome}
@@ -342,7 +347,7 @@ class Copier:
                     f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
                     "the next event or retry copies its latest state"))
         for i, result in done.items():
-            if result.outcome in (COPIED, CURRENT, SUPERSEDED):
+            if result.outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED):
                 self.remember(*targets[i])
         return [done[i] for i in range(len(targets)) if i in done]
 
@@ -409,6 +414,14 @@ class Copier:
             return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
         if decision is Decision.WRITE:
             return _Write(held)
+        if decision is Decision.CURRENT:
+            problem = held.disagreement() if held else None
+            if problem:
+                log.warning("copy disagrees with its provenance", extra={"fields": {
+                    "source": f"s3://{state.bucket}/{state.key}", "object": f"gs://{destination.bucket}/{name}", "problem": problem}})
+                return _Write(held, repair=True)
+            return self._result(destination, name, CURRENT, started=started,
+                                proof=held.source.proof if held and held.source else None)
         return self._result(destination, name, decision.value, started=started)
 
     def _decide(self, state: SourceState, held: HeldObject | None) -> Decision:
@@ -441,8 +454,9 @@ class Copier:
         with staging.file(obj.size, obj.url) as path:
             with open(path, "wb") as sink:
                 digests = self.source.read_into(obj, sink, body)
+            state = replace(state, crc32c=digests.crc32c_b64, proof=digests.plan.proof)
             results = self._fan_out(
-                lambda item: self._write(targets[item[0]], item[1].held, path, obj, state, digests, started),
+                lambda item: self._write(targets[item[0]], item[1], path, obj, state, digests, started),
                 to_write,
             )
         return {i: result for (i, _), result in zip(to_write, results)}
@@ -456,8 +470,11 @@ class Copier:
 
     def _stream_to(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
                    started: float) -> dict:
-        from .streaming import ChunkSink, DestinationStream, Feeder, verify
+        from .streaming import ChunkSink, DestinationStream, Feeder, SessionLost
 
+        plan = obj.plan
+        state = replace(state, proof=plan.proof,
+                        crc32c=plan.expected if plan.proof == CRC32C and not plan.per_part else None)
         feeders = {}
         for i, plan in to_write:
             destination, name = targets[i]
@@ -488,18 +505,19 @@ class Copier:
             future.result()
 
         results = {}
+        plans = dict(to_write)
         for i, feeder in feeders.items():
             destination, name = targets[i]
             if feeder.error is None:
-                try:
-                    verify(feeder.stream, digests)
-                    results[i] = self._result(destination, name, COPIED, nbytes=digests.size, started=started)
-                except ChecksumMismatch as exc:
-                    generation = int((feeder.stream.result or {}).get("generation", 0))
-                    if generation:
-                        self.writer.discard(destination, name, generation)
-                    results[i] = self._result(destination, name, FAILED, error=str(exc), retryable=True,
-                                              started=started)
+                written = feeder.stream.result or {}
+                results[i] = self._proven(destination, name, plans[i], digests, started,
+                                          generation=int(written.get("generation", 0)),
+                                          size=int(written.get("size", -1)),
+                                          crc32c=written.get("crc32c"), md5=written.get("md5Hash"))
+            elif isinstance(feeder.error, SessionLost):
+                log.info("upload session lost", extra={"fields": {"object": feeder.stream.where,
+                                                                   "error": str(feeder.error)}})
+                results[i] = _RESTART  # a new upload needs the bytes again: read the source again
             elif isinstance(feeder.error, PreconditionFailed):
                 results[i] = self._after_conflict(destination, name, state, started)
             else:
@@ -513,39 +531,50 @@ class Copier:
         return _RESTART if final is None else final
 
     def _look_again(self, destination: Destination, name: str, state: SourceState, started: float):
-        """After a 412: ``(None, held)`` when our write is still due, else ``(outcome, None)``
-        where the outcome is a final result or _RESTART."""
-        try:
-            held = self.writer.held(destination, name)
-            decision = self._decide(state, held)
-        except _Restart:
-            return _RESTART, None
-        except SourceGone:
-            raise
-        except GcsSyncError as exc:
-            return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable,
-                                started=started), None
-        if decision is Decision.WRITE:
-            return None, held
-        return self._result(destination, name, decision.value, started=started), None
+        """After a 412: ``(None, plan)`` when our write is still due, else ``(outcome, None)``
+        where the outcome is a final result or _RESTART. Decided as before the write (``_plan``)."""
+        plan = self._plan((destination, name), state, self._held((destination, name)), started)
+        return (None, plan) if isinstance(plan, _Write) else (plan, None)
 
-    def _write(self, target, held: HeldObject | None, path: str, obj: SourceObject,
+    def _write(self, target, plan: "_Write", path: str, obj: SourceObject,
                state: SourceState, digests: Digests, started: float):
         destination, name = target
+        held = plan.held
         for _ in range(WRITE_ATTEMPTS):
             try:
-                self.writer.upload(destination, name, path, obj, state, digests,
-                                   if_generation_match=held.generation if held else 0)
-                return self._result(destination, name, COPIED, nbytes=digests.size, started=started)
+                written = self.writer.upload(destination, name, path, obj, state, digests,
+                                             if_generation_match=held.generation if held else 0)
+                return self._proven(destination, name, plan, digests, started, generation=written.generation,
+                                    size=written.size, crc32c=written.crc32c, md5=written.md5)
             except PreconditionFailed:
-                final, held = self._look_again(destination, name, state, started)
+                final, plan = self._look_again(destination, name, state, started)
                 if final is not None:
                     return final
+                held = plan.held
             except GcsSyncError as exc:
                 return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
         return self._result(destination, name, FAILED, retryable=True, started=started, error=(
             f"gs://{destination.bucket}/{name}: other writers kept replacing the object "
             f"({WRITE_ATTEMPTS} attempts); the next event or retry settles it"))
+
+    def _proven(self, destination: Destination, name: str, plan: "_Write", digests: Digests, started: float,
+                *, generation: int, size: int, crc32c: str | None, md5: str | None) -> DestinationResult:
+        """The one check of a finished copy, whatever wrote it; a copy that fails it is removed."""
+        where = f"gs://{destination.bucket}/{name}"
+        try:
+            check_copy(where, size=size, crc32c=crc32c, md5=md5, reading=digests)
+        except ChecksumMismatch as exc:
+            return self._result(destination, name, FAILED, retryable=True, started=started,
+                                error=f"{exc}; {self._discard(destination, name, generation)}")
+        return self._result(destination, name, plan.outcome, nbytes=digests.size, started=started,
+                            proof=digests.plan.proof)
+
+    def _discard(self, destination: Destination, name: str, generation: int) -> str:
+        """Remove a copy that failed its check; say what became of it."""
+        if generation and self.writer.discard(destination, name, generation):
+            return "the copy was removed and will be written again"
+        return ("the destination still holds this bad copy (it could not be removed); the next event "
+                "or sync rewrites it")
 
     def _fan_out(self, fn, items: list) -> list:
         if len(items) == 1:
@@ -555,7 +584,7 @@ class Copier:
     @staticmethod
     def _result(destination: Destination, name: str, outcome: str, *, error: str | None = None,
                 retryable: bool = False, nbytes: int = 0, started: float | None = None,
-                detail: str | None = None) -> DestinationResult:
+                detail: str | None = None, proof: str | None = None) -> DestinationResult:
         return DestinationResult(
             destination=destination.url,
             object=printable(f"gs://{destination.bucket}/{name}"),
@@ -565,6 +594,7 @@ class Copier:
             error=error,
             retryable=retryable,
             detail=detail,
+            proof=proof,
         )
 
     def close(self) -> None:
@@ -585,6 +615,11 @@ def streams_in_flight(settings: Settings) -> int:
 @dataclass(frozen=True)
 class _Write:
     held: HeldObject | None
+    repair: bool = False  # the held copy claims this state but disagrees with it
+
+    @property
+    def outcome(self) -> str:
+        return REPAIRED if self.repair else COPIED
 
 
 _RESTART = object()

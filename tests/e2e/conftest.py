@@ -151,6 +151,24 @@ def world(rig: Rig, monkeypatch, tmp_path) -> Invoker:
     assert not rig.front.unauthorized, f"requests without a token we issued: {rig.front.unauthorized}"
 
 
+def flip_stored_byte(world: Invoker, key: str, offset: int) -> None:
+    """Change one byte of what S3 serves for ``key``, keeping its size and S3's record of it (its
+    ETag and checksums): what a read corrupted on its way from S3's disks would deliver."""
+    from moto.s3.models import s3_backends
+
+    for account in s3_backends.values():
+        for backend in account.values():
+            bucket = backend.buckets.get(world.source)
+            if bucket is not None:
+                stored = bucket.keys[key]
+                data = bytearray(stored.value)
+                data[offset] ^= 0x01
+                stored._value_buffer.seek(0)
+                stored._value_buffer.write(bytes(data))
+                return
+    raise KeyError(key)
+
+
 def md5_b64(data: bytes) -> str:
     import base64
 

@@ -11,6 +11,8 @@ import gcs_sync.source
 import gcs_sync.transfer
 from gcs_sync.errors import CopyFailed
 
+from .conftest import flip_stored_byte
+
 MIB = 1024 * 1024
 
 
@@ -69,13 +71,14 @@ def test_an_object_larger_than_the_free_space_streams_instead_of_failing(world, 
 def test_a_bad_read_finalizes_nothing(world, monkeypatch):
     dest = world.bucket()
     stream_everything(world, f"gs://{dest}")
-    # Make the source's MD5 ETag disagree with the bytes: the read is refused after the last byte,
-    # and the held-back final chunk is never sent.
-    monkeypatch.setattr(gcs_sync.source, "plain_md5", lambda etag, **kw: "0" * 32)
-    monkeypatch.setattr(gcs_sync.source, "READ_ATTEMPTS", 1)
+    # S3 serves bytes that disagree with its own record (one byte flipped): the read is refused
+    # after the last byte, and the held-back final chunk is never sent.
+    body = os.urandom(3 * MIB)
+    record = world.put("bad.bin", body)
+    flip_stored_byte(world, "bad.bin", len(body) // 2)
     with pytest.raises(CopyFailed) as caught:
-        world.notify(world.put("bad.bin", os.urandom(3 * MIB)))
-    assert "MD5" in str(caught.value) and f"gs://{dest}/bad.bin" in str(caught.value)
+        world.notify(record)
+    assert "do not match S3's crc32 record" in str(caught.value) and f"gs://{dest}/bad.bin" in str(caught.value)
     assert world.gcs_object(dest, "bad.bin") is None
 
 

@@ -1,0 +1,271 @@
+"""How a copy is proven: S3's own record of an object's bytes, checked while they stream.
+
+S3 keeps, for every object, its ETag and (for objects written since 2025, and whenever the
+uploader asked) an additional checksum: full-object (CRC64NVME, CRC32C, CRC32, or SHA-1 / SHA-256
+of a single-part upload) or composite (the checksum of the parts' checksums, shown as ``value-N``).
+``choose`` picks the cheapest of those S3 holds; ``Reading`` computes it as the bytes are read
+(never a second read), with the CRC32C that Cloud Storage checks; ``check_copy`` is the one check
+of a finished copy, whatever wrote it.
+
+Proof names (recorded on the copy and in every result): ``crc64nvme``, ``crc32c``, ``crc32``,
+``sha256``, ``sha1``, ``md5``, ``multipart-etag``, or ``none`` when S3 holds nothing that can be
+checked (SSE-KMS / SSE-C objects without an additional checksum): such a copy is checked against
+the bytes read alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import os
+import re
+import sys
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import google_crc32c
+
+from .errors import ChecksumMismatch
+from .metadata import Digests
+
+CRC64NVME, CRC32C, CRC32, SHA256, SHA1 = "crc64nvme", "crc32c", "crc32", "sha256", "sha1"
+MD5, MULTIPART_ETAG, NONE = "md5", "multipart-etag", "none"
+PROOFS = (CRC64NVME, CRC32C, CRC32, SHA256, SHA1, MD5, MULTIPART_ETAG, NONE)
+# S3 response field -> algorithm, in the order a full-object checksum is preferred (cheapest first).
+CHECKSUM_FIELDS = (
+    ("ChecksumCRC32C", CRC32C), ("ChecksumCRC64NVME", CRC64NVME), ("ChecksumCRC32", CRC32),
+    ("ChecksumSHA256", SHA256), ("ChecksumSHA1", SHA1),
+)
+_COMPOSITE = re.compile(r"^(?P<value>[A-Za-z0-9+/=]+)-(?P<parts>\d+)$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(?P<parts>\d+)$")
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+LAZY_DIR = "lazy"  # beside lambda_function.py in the zip: dependencies imported only when needed
+
+
+@dataclass(frozen=True)
+class S3Record:
+    """What S3 recorded about an object's bytes when it was uploaded."""
+
+    etag: str
+    checksums: tuple[tuple[str, str], ...] = ()  # (algorithm, value as S3 gives it)
+    checksum_type: str | None = None  # FULL_OBJECT / COMPOSITE, when S3 says
+    etag_is_digest: bool = True  # False for SSE-KMS / SSE-C: the ETag does not derive from the bytes
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any]) -> "S3Record":
+        encrypted = response.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") or bool(
+            response.get("SSECustomerAlgorithm"))
+        return cls(
+            etag=str(response.get("ETag", "")).strip('"').lower(),
+            checksums=tuple((alg, str(response[f])) for f, alg in CHECKSUM_FIELDS if response.get(f)),
+            checksum_type=response.get("ChecksumType") or None,
+            etag_is_digest=not encrypted,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The proof chosen for one object: what to compute and the value S3 holds."""
+
+    proof: str
+    expected: str | None = None  # S3's value: base64 for checksums, hex for ETags; no "-N"
+    parts: int = 0  # > 0: computed part by part over this many parts (composite, multipart ETag)
+
+    @property
+    def per_part(self) -> bool:
+        return self.parts > 0
+
+
+def choose(record: S3Record) -> Plan:
+    """The cheapest proof S3 holds: a full-object checksum, else a composite one, else the ETag."""
+    composite: list[tuple[str, str, int]] = []
+    for algorithm, value in record.checksums:
+        match = _COMPOSITE.match(value)
+        if match:
+            composite.append((algorithm, match["value"], int(match["parts"])))
+        elif record.checksum_type != "COMPOSITE":
+            return Plan(algorithm, value)
+    parts_from_etag = _MULTIPART_ETAG.match(record.etag)
+    for algorithm, value, parts in composite:
+        return Plan(algorithm, value, parts)
+    if record.checksum_type == "COMPOSITE" and record.checksums and parts_from_etag:
+        # A composite value shown without its "-N" (some HEAD answers): the ETag gives N.
+        algorithm, value = record.checksums[0]
+        return Plan(algorithm, value, int(parts_from_etag["parts"]))
+    if record.etag_is_digest and _PLAIN_MD5.match(record.etag):
+        return Plan(MD5, record.etag)
+    if record.etag_is_digest and parts_from_etag:
+        return Plan(MULTIPART_ETAG, record.etag.split("-")[0], int(parts_from_etag["parts"]))
+    return Plan(NONE)
+
+
+class _Crc32:
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+class _Crc64Nvme:
+    def __init__(self) -> None:
+        self._crc = crc64nvme_function()
+        self._value = 0
+
+    def update(self, data: bytes) -> None:
+        self._value = self._crc(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(8, "big")
+
+
+_LAZY_LOCK = threading.Lock()
+
+
+def crc64nvme_function() -> Any:
+    """awscrt's CRC64NVME, imported on first use: the zip keeps awscrt outside the import path
+    (under ``lazy/``) so that botocore does not load it at every cold start."""
+    with _LAZY_LOCK:
+        try:
+            from awscrt import checksums
+        except ImportError:
+            root = os.environ.get("LAMBDA_TASK_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            lazy = os.path.join(root, LAZY_DIR)
+            if lazy not in sys.path:
+                sys.path.append(lazy)
+            from awscrt import checksums
+    return checksums.crc64nvme
+
+
+def _hasher(algorithm: str) -> Any:
+    if algorithm == CRC32C:
+        return google_crc32c.Checksum()
+    if algorithm == CRC32:
+        return _Crc32()
+    if algorithm == CRC64NVME:
+        return _Crc64Nvme()
+    return hashlib.new(algorithm)  # md5 (an integrity check against S3's ETag), sha1, sha256
+
+
+class Reading(Digests):
+    """Every digest one read needs, fed in order: the CRC32C of the whole (what Cloud Storage
+    checks), its MD5 when S3's ETag is one, and the chosen proof (whole, or part by part).
+
+    ``part_sizes``: the sizes of the object's parts, for a proof computed part by part.
+    """
+
+    def __init__(self, plan: Plan, part_sizes: list[int] | None = None) -> None:
+        super().__init__(md5=plan.proof == MD5)
+        self.plan = plan
+        self._whole = None if plan.per_part or plan.proof in (NONE, MD5, CRC32C) else _hasher(plan.proof)
+        self._part_algorithm = MD5 if plan.proof == MULTIPART_ETAG else plan.proof
+        self._ends: list[int] = []
+        if plan.per_part:
+            sizes = part_sizes or []
+            if len(sizes) != plan.parts:
+                raise ValueError(f"{plan.parts} parts expected, {len(sizes)} sizes given")
+            total = 0
+            for size in sizes:
+                total += size
+                self._ends.append(total)
+        self._part_digests: list[bytes] = []
+        self._part = _hasher(self._part_algorithm) if plan.per_part else None
+
+    def update(self, chunk: bytes) -> None:
+        start = self.size
+        super().update(chunk)
+        if self._whole is not None:
+            self._whole.update(chunk)
+        if self._part is None:
+            return
+        offset, rest = start, chunk
+        while rest:
+            index = bisect.bisect_right(self._ends, offset)
+            end = self._ends[index] if index < len(self._ends) else offset + len(rest)
+            take = min(len(rest), end - offset)
+            # Sliced only where a part ends inside the chunk (once per part).
+            self._part.update(rest if take == len(rest) else rest[:take])
+            offset += take
+            rest = rest[take:] if take < len(rest) else b""
+            if offset == end and index < len(self._ends):
+                self._part_digests.append(self._part.digest())
+                self._part = _hasher(self._part_algorithm)
+
+    @property
+    def computed(self) -> str | None:
+        """The proof's value over the bytes read, in the form S3 gives it (without ``-N``)."""
+        plan = self.plan
+        if plan.proof == NONE:
+            return None
+        if plan.proof == MD5:
+            return self.md5_hex
+        if plan.per_part:
+            combined = _hasher(self._part_algorithm)
+            combined.update(b"".join(self._part_digests))
+            digest = combined.digest()
+            return digest.hex() if plan.proof == MULTIPART_ETAG else _b64(digest)
+        if plan.proof == CRC32C:
+            return self.crc32c_b64
+        return _b64(self._whole.digest())
+
+    def check(self, where: str) -> None:
+        """Raise ``SourceCorrupt`` when the bytes read are not those S3 recorded."""
+        plan = self.plan
+        if plan.proof == NONE:
+            return
+        if plan.per_part and len(self._part_digests) != plan.parts:
+            raise SourceCorrupt(f"{where}: read {len(self._part_digests)} of the {plan.parts} parts S3 "
+                                f"recorded; will retry")
+        if self.computed != plan.expected:
+            raise SourceCorrupt(
+                f"{where}: the bytes read do not match S3's {plan.proof} record of the object "
+                f"(S3: {plan.expected}, read: {self.computed}); nothing was written, will retry")
+
+
+class SourceCorrupt(ChecksumMismatch):
+    """The bytes read from S3 differ from S3's own record of the object."""
+
+
+def check_copy(where: str, *, size: int, crc32c: str | None, md5: str | None, reading: Digests) -> None:
+    """The one check of a finished copy: Cloud Storage's size, CRC32C and MD5 against the source's."""
+    problems = []
+    if size != reading.size:
+        problems.append(f"{size} bytes, the source has {reading.size}")
+    if crc32c != reading.crc32c_b64:
+        problems.append(f"crc32c {crc32c}, the source has {reading.crc32c_b64}")
+    if reading.md5_differs(md5):
+        problems.append(f"md5 {md5}, the source has {reading.md5_b64}")
+    if problems:
+        raise ChecksumMismatch(f"{where}: Cloud Storage holds " + "; ".join(problems))
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def b64_from_hex(value: str) -> str:
+    return _b64(bytes.fromhex(value))
+
+
+def copy_disagrees(claimed: Any, *, size: int, crc32c: str | None, md5: str | None) -> str | None:
+    """Why a copy is not what its provenance ``claimed`` (a ``SourceState``) says, or None.
+
+    Compared where comparable: the size always; the CRC32C when the copy recorded its source's;
+    the MD5 when the copy was proven against an MD5 ETag. A copy not written by gcs-sync
+    (``claimed`` None) claims nothing.
+    """
+    if claimed is None:
+        return None
+    if claimed.size is not None and size != claimed.size:
+        return f"holds {size} bytes where its source had {claimed.size}"
+    if claimed.crc32c and crc32c and crc32c != claimed.crc32c:
+        return f"has crc32c {crc32c} where its source had {claimed.crc32c}"
+    if claimed.proof == MD5 and md5 and _PLAIN_MD5.match(claimed.etag or "") and md5 != b64_from_hex(claimed.etag):
+        return f"has md5 {md5} where its source had {b64_from_hex(claimed.etag)}"
+    return None
