@@ -11,8 +11,11 @@ Runs the same checks for the ``{"doctor": {}}`` event and for ``python -m gcs_sy
 
 It builds its own settings and clients from the environment, so it works when the configuration
 is broken (that is when it is needed), and it never raises: an unexpected exception becomes a
-failed check. A check that cannot run because one it depends on failed is still reported, as
-failed, with detail ``not run: <check> failed``. Nothing is written anywhere unless
+failed check. The credential configuration is checked even when other variables are wrong, so
+every problem of both is reported at once. A check that cannot run because one it depends on
+failed is still reported, with ``ok`` false (the report's shape has no third value) and detail
+``not run: <check> failed`` naming the failure it waits for; the table marks it SKIP and counts
+it apart from the failures. Nothing is written anywhere unless
 ``write_probe=True``. Every detail and fix passes through ``logs.redact``.
 
 The AWS clients (and google-auth's AWS signer) read keys and endpoints from the process
@@ -47,6 +50,7 @@ AWS_IDENTITY = "aws identity"
 TOKEN_EXCHANGE = "token exchange"
 DESTINATIONS = "destinations"  # stands for every destination when they are not known
 SOURCE_BUCKET = "source bucket"
+NOT_RUN = "not run: "
 
 _AUDIENCE = re.compile(
     r"^//iam\.googleapis\.com/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/"
@@ -54,7 +58,6 @@ _AUDIENCE = re.compile(
 )
 _SA_EMAIL = re.compile(r"/serviceAccounts/(?P<email>[^/:]+):generateAccessToken$")
 _ASSUMED_ROLE = re.compile(r"^(?P<head>arn:[^:]+:sts::\d+:assumed-role/[^/]+)/.+$")
-_VARIABLE = re.compile(r"^([A-Z][A-Z0-9_]*(?:_\*|_<X>)?):")
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 _AWS_CONNECT_TIMEOUT = 5
@@ -100,8 +103,8 @@ def principal_set(audience: Any, role_value: str | None) -> str:
 def format_table(report: dict) -> str:
     """A terminal table: mark, check, detail; ``fix:`` lines under failures; a final count.
 
-    Marks: PASS, FAIL, and SKIP for a check not run because an earlier one failed (counted as
-    failed, as in the report).
+    Marks: PASS, FAIL, and SKIP for a check not run because an earlier one failed (counted
+    apart: it did not fail, it waits for the failure it names).
     """
     checks = list(report.get("checks") or [])
     width = min(40, max((len(str(c.get("check", ""))) for c in checks), default=0))
@@ -110,7 +113,7 @@ def format_table(report: dict) -> str:
     for check in checks:
         name = str(check.get("check", ""))
         detail = str(check.get("detail") or "")
-        not_run = not check.get("ok") and detail.startswith("not run:")
+        not_run = is_not_run(check)
         mark = "PASS" if check.get("ok") else ("SKIP" if not_run else "FAIL")
         wrapped = textwrap.wrap(detail, width=max(40, 110 - len(indent)),
                                 break_long_words=False, break_on_hyphens=False) or [""]
@@ -128,16 +131,23 @@ def format_table(report: dict) -> str:
             lines.append(f"{indent}{label}{fix_lines[0]}")
             lines.extend(f"{indent}{' ' * len(label)}{line}" for line in fix_lines[1:])
     total = len(checks)
-    failed = [c for c in checks if not c.get("ok")]
+    skipped = [c for c in checks if is_not_run(c)]
+    failed = [c for c in checks if not c.get("ok") and not is_not_run(c)]
     if not total:
         lines.append("no checks ran")
-    elif not failed:
+    elif not failed and not skipped:
         lines.append(f"all {total} checks passed")
     else:
-        skipped = sum(1 for c in failed if str(c.get("detail") or "").startswith("not run:"))
-        tail = f" ({skipped} not run because an earlier check failed)" if skipped else ""
-        lines.append(f"{len(failed)} of {total} checks failed{tail}")
+        passed = total - len(failed) - len(skipped)
+        parts = [f"{len(failed)} failed"] + ([f"{len(skipped)} not run (each waits for a failed "
+                                               "check it needs)"] if skipped else [])
+        lines.append(f"{passed} of {total} checks passed; " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def is_not_run(check: dict) -> bool:
+    """Whether a check was not run because a check it needs failed (not a failure of its own)."""
+    return not check.get("ok") and str(check.get("detail") or "").startswith(NOT_RUN)
 
 
 # -- the checks ------------------------------------------------------------------------------
@@ -162,10 +172,15 @@ def run_checks(
     environ: Mapping[str, str] | None = None,
     *,
     code_dir: str | None = None,
+    relative_to: str | None = None,
     write_probe: bool = False,
 ) -> dict:
-    """Run every check; return ``{"ok": bool, "checks": [{check, ok, detail, fix}, ...]}``. Never raises."""
-    doctor = _Doctor(os.environ if environ is None else environ, code_dir, write_probe)
+    """Run every check; return ``{"ok": bool, "checks": [{check, ok, detail, fix}, ...]}``. Never raises.
+
+    ``relative_to``: what a relative GOOGLE_APPLICATION_CREDENTIALS is resolved against (the
+    command line passes the current directory); by default the function's code directory.
+    """
+    doctor = _Doctor(os.environ if environ is None else environ, code_dir, write_probe, relative_to)
     try:
         doctor.run()
     except Exception as exc:  # noqa: BLE001 - the doctor reports, it never raises
@@ -182,9 +197,11 @@ def run_checks(
 
 
 class _Doctor:
-    def __init__(self, environ: Mapping[str, str], code_dir: str | None, write_probe: bool):
+    def __init__(self, environ: Mapping[str, str], code_dir: str | None, write_probe: bool,
+                 relative_to: str | None = None):
         self.environ = environ
         self.code_dir = code_dir
+        self.relative_to = relative_to
         self.write_probe = write_probe
         self.results: list[dict] = []
         self._root_failure: dict[str, str] = {}  # failed check -> the check that really failed
@@ -212,7 +229,7 @@ class _Doctor:
             if need in self._root_failure:
                 root = self._root_failure[need]
                 self._root_failure[name] = root
-                self.record(name, _failed(f"not run: {root} failed", None))
+                self.record(name, _failed(f"{NOT_RUN}{root} failed", None))
                 return False
         try:
             outcome = body()
@@ -240,8 +257,9 @@ class _Doctor:
 
     def run(self) -> None:
         self.check(CONFIGURATION, (), self._configuration)
-        self.check(CREDENTIAL_CONFIGURATION, (CONFIGURATION,), self._credential_configuration)
-        self.check(AWS_IDENTITY, (CONFIGURATION,), self._aws_identity)
+        # Both need only the credential variables, so they run whatever else is wrong.
+        self.check(CREDENTIAL_CONFIGURATION, (), self._credential_configuration)
+        self.check(AWS_IDENTITY, (), self._aws_identity)
         # Runs even when the AWS identity check failed: boto3 may not reach AWS STS where Google
         # can (and Google's answer then says more).
         self.check(TOKEN_EXCHANGE, (CONFIGURATION, CREDENTIAL_CONFIGURATION), self._token_exchange)
@@ -277,19 +295,14 @@ class _Doctor:
 
     def _configuration(self) -> _Outcome:
         try:
-            settings = Settings.from_environ(self.environ, code_dir=self.code_dir)
+            settings = Settings.from_environ(self.environ, code_dir=self.code_dir, relative_to=self.relative_to,
+                                             check_credential_file=False)  # its own check follows
         except ConfigError as exc:
-            variables = []
-            for problem in exc.problems:
-                match = _VARIABLE.match(problem)
-                if match and match.group(1) not in variables:
-                    variables.append(match.group(1))
-            named = ", ".join(variables) if variables else "the variables named above"
+            issues = exc.issues
+            fixes = [f"{p.variable}: {p.fix}" for p in issues if p.fix]
             return _failed(
-                f"{len(exc.problems)} problem(s): " + " | ".join(exc.problems),
-                f"set {named} in the function's environment (Lambda console: Configuration > "
-                "Environment variables), as each problem describes; for example "
-                "GCS_DESTINATIONS=gs://my-bucket/some/prefix/",
+                f"{len(issues)} problem(s): " + " | ".join(f"{p.variable}: {p.wrong}" for p in issues),
+                "\n".join(fixes) or "correct the variables named in the detail",
             )
         self.settings = settings
         parts = [
@@ -313,9 +326,11 @@ class _Doctor:
     def _credential_configuration(self) -> _Outcome:
         from .auth import config_problems, read_credential_config
 
-        settings = self.settings
-        assert settings is not None
+        settings = self._credential_settings()
         if settings.credentials_path is None:
+            if settings.in_lambda:  # a configuration problem, with its fix, in that check
+                return _failed(f"{NOT_RUN}{CONFIGURATION} failed (GOOGLE_APPLICATION_CREDENTIALS is not "
+                               "set, so there is no file to check)", None)
             return _passed("GOOGLE_APPLICATION_CREDENTIALS is not set; Application Default "
                            "Credentials are used (command line only: Lambda needs the file)")
         try:
@@ -339,9 +354,17 @@ class _Doctor:
                "no service account impersonation: the federated identity itself needs the bucket roles")
         return _passed(f"external_account, AWS source; {where}; {who}")
 
+    def _credential_settings(self) -> Settings:
+        """The settings, or (when other variables are wrong) just the credential variables."""
+        if self.settings is not None:
+            return self.settings
+        return Settings.for_credentials(self.environ, code_dir=self.code_dir, relative_to=self.relative_to)
+
     def _credential_fix(self, exc: CredentialsError, config_problems: Callable) -> str:
+        if exc.fix:
+            return exc.fix
         cause = exc.__cause__
-        path = self.settings.credentials_path if self.settings else None
+        path = self._credential_settings().credentials_path
         if isinstance(cause, FileNotFoundError):
             return ("include the credential configuration in the zip (./build.sh --credentials "
                     "gcp-credentials.json) and set GOOGLE_APPLICATION_CREDENTIALS to its path "
@@ -353,7 +376,7 @@ class _Doctor:
                     "--service-account=EMAIL --aws --output-file=gcp-credentials.json` (or "
                     "deploy/gcp-setup.sh) and rebuild with ./build.sh --credentials")
         info = _load_json(path)
-        problems = config_problems(info, self.settings) if isinstance(info, dict) else []
+        problems = config_problems(info, self._credential_settings()) if isinstance(info, dict) else []
         fixes: list[str] = []
         kind = info.get("type") if isinstance(info, dict) else None
         if kind == "service_account":
@@ -388,8 +411,7 @@ class _Doctor:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        settings = self.settings
-        assert settings is not None
+        settings = self._credential_settings()
         missing = []
         if not settings.aws_region:
             missing.append("AWS_REGION")

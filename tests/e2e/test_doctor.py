@@ -269,7 +269,7 @@ def test_write_probe_is_skipped_where_it_could_not_be_cleaned_up(world):
 # -- configuration and credential configuration ----------------------------------------------------
 
 
-def test_bad_configuration_fails_and_later_checks_are_not_run(world):
+def test_bad_configuration_fails_and_checks_needing_it_are_not_run(world):
     configure(world, "s3://x")
 
     report = run(world)
@@ -278,11 +278,32 @@ def test_bad_configuration_fails_and_later_checks_are_not_run(world):
     assert report["ok"] is False
     assert checks[0]["check"] == "configuration" and checks[0]["ok"] is False
     assert "GCS_DESTINATIONS" in checks[0]["detail"] and "s3://x" in checks[0]["detail"]
-    assert "GCS_DESTINATIONS" in checks[0]["fix"]
-    assert [c["check"] for c in checks[1:]] == [
-        "credential configuration", "aws identity", "token exchange", "destinations", "source bucket"]
-    assert all(not_run(c, "configuration") and c["fix"] is None for c in checks[1:])
+    fix = checks[0]["fix"]
+    assert fix.startswith("GCS_DESTINATIONS: ") and "gs://x" in fix  # the fix for this very entry
+    assert "my-bucket" not in fix
+    # The credential file and the AWS identity need only their own variables: checked anyway.
+    assert [(c["check"], c["ok"]) for c in checks[1:3]] == [("credential configuration", True),
+                                                           ("aws identity", True)]
+    assert [c["check"] for c in checks[3:]] == ["token exchange", "destinations", "source bucket"]
+    assert all(not_run(c, "configuration") and c["fix"] is None for c in checks[3:])
     assert world.rig.tokens.sts_calls == 0 and world.rig.front.requests == []
+
+
+def test_a_bad_variable_and_a_bad_credential_file_are_reported_together(world):
+    (world.tmp_path / "task" / "broken.json").write_text('{"type": "external_account",')
+    configure(world, "my-bucket", GOOGLE_APPLICATION_CREDENTIALS="broken.json", OBJECT_CONCURRENCY="lots")
+
+    checks = by_name(run(world))
+
+    configuration = checks["configuration"]
+    assert configuration["ok"] is False
+    fixes = configuration["fix"].splitlines()
+    assert fixes[0] == "GCS_DESTINATIONS: write gs://my-bucket"
+    assert fixes[1].startswith("OBJECT_CONCURRENCY: set OBJECT_CONCURRENCY to a whole number")
+    assert "GCS_DESTINATIONS" not in fixes[1]
+    credential = checks["credential configuration"]
+    assert credential["ok"] is False and "is not JSON" in credential["detail"]
+    assert "create-cred-config" in credential["fix"]
 
 
 def test_service_account_key_is_refused_with_the_opt_in_named(world):
@@ -361,15 +382,18 @@ def test_format_table_of_a_broken_setup_shows_each_failure_and_its_fix(world):
     for check in failed:
         assert any(line.startswith("FAIL") and check["check"] in line for line in lines), check["check"]
         assert f"fix: {check['fix'].splitlines()[0]}" in table
-    assert lines[-1] == f"3 of {len(report['checks'])} checks failed"
+    total = len(report["checks"])
+    assert lines[-1] == f"{total - 3} of {total} checks passed; 3 failed"
     assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 3
 
 
 def test_format_table_marks_checks_not_run(world):
     configure(world, "s3://x")
     table = doctor.format_table(run(world))
-    assert table.splitlines()[-1] == "6 of 6 checks failed (5 not run because an earlier check failed)"
-    assert table.count("not run: configuration failed") == 5
+    assert table.splitlines()[-1] == (
+        "2 of 6 checks passed; 1 failed, 3 not run (each waits for a failed check it needs)")
+    assert table.count("not run: configuration failed") == 3
+    assert sum(line.startswith("SKIP") for line in table.splitlines()) == 3
 
 
 def test_unexpected_errors_become_failed_checks_without_secrets(world, monkeypatch):

@@ -68,7 +68,19 @@ def test_table_of_a_broken_report_shows_fixes_under_failures_only():
     assert any(line.strip() == "hint: set SOURCE_BUCKETS" for line in lines)
     assert all(len(line) <= 112 for line in lines if "fix:" not in line and "gcloud" not in line
                and "gs://bbbb" not in line)
-    assert lines[-1] == "2 of 4 checks failed (1 not run because an earlier check failed)"
+    assert lines[-1] == "2 of 4 checks passed; 1 failed, 1 not run (each waits for a failed check it needs)"
+
+
+def test_checks_not_run_are_not_counted_as_failed():
+    report = {"ok": False, "checks": [
+        {"check": "configuration", "ok": False, "detail": "1 problem(s): X", "fix": "GCS_DESTINATIONS: write gs://b"},
+        {"check": "token exchange", "ok": False, "detail": "not run: configuration failed", "fix": None},
+        {"check": "destinations", "ok": False, "detail": "not run: configuration failed", "fix": None},
+    ]}
+    assert doctor.is_not_run(report["checks"][1]) and not doctor.is_not_run(report["checks"][0])
+    lines = doctor.format_table(report).splitlines()
+    assert lines[-1] == "0 of 3 checks passed; 1 failed, 2 not run (each waits for a failed check it needs)"
+    assert [line[:4] for line in lines if line[:4] in ("FAIL", "SKIP")] == ["FAIL", "SKIP", "SKIP"]
 
 
 def test_table_of_an_empty_report():
