@@ -15,7 +15,9 @@ fake-gcs-server behaviour the front compensates for:
   ``Host`` header, ignoring ``-external-url``. The front rewrites the backend's
   base URL to its own in both, so the client never leaves the front (the
   client downloads through ``mediaLink`` once it has object metadata).
-* ``ifGenerationMatch`` is only enforced on simple/multipart uploads.
+* ``ifGenerationMatch`` is only enforced on simple/multipart uploads; ``objects.rewrite`` and
+  ``objects.compose`` ignore every precondition (target and source). The front enforces the
+  ``...GenerationMatch`` / ``...MetagenerationMatch`` ones before forwarding (412).
 * A ``crc32c`` / ``md5Hash`` declared with an upload is never checked (a wrong one gets 200).
   The front checks them as Cloud Storage does (see ``GcsFront``).
 
@@ -61,6 +63,9 @@ _START_TIMEOUT = 15.0
 _JSON_API = re.compile(r"/(?:upload/|download/)?storage/v1/b/([^/]+)(?:/.*)?")
 _RESUMABLE_INIT = re.compile(r"/upload/storage/v1/b/([^/]+)/o")
 _TEST_PERMISSIONS = re.compile(r"/storage/v1/b/([^/]+)/iam/testPermissions")
+_REWRITE = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/rewriteTo/b/([^/]+)/o/(.+)")
+_COMPOSE = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/compose")
+_PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold."
 _ERROR_REASONS = {
     400: "invalid",
     401: "required",
@@ -398,12 +403,62 @@ class GcsFront(RigService):
         return scheme.lower() == "bearer" and token.strip() in self.token_server.issued_access_tokens
 
     def _current_generation(self, bucket: str, name: str) -> int:
+        return self._current_generations(bucket, name)[0]
+
+    def _current_generations(self, bucket: str, name: str) -> tuple[int, int]:
+        """(generation, metageneration) of the live object; (0, 0) when there is none."""
         status, answer = _backend_request(self.backend_url, "GET", _object_path(bucket, name))
         if status == 404:
-            return 0
+            return 0, 0
         if status != 200:
             raise RuntimeError(f"generation lookup answered HTTP {status}")
-        return int(json.loads(answer)["generation"])
+        resource = json.loads(answer)
+        return int(resource["generation"]), int(resource["metageneration"])
+
+
+def _wanted(query: dict[str, list[str]], name: str) -> int | None:
+    values = query.get(name)
+    try:
+        return int(values[0]) if values else None
+    except ValueError:
+        return None  # the backend answers a malformed value
+
+
+def _rewrite_checks(match: re.Match[str], query: dict[str, list[str]]) -> list[tuple[str, str, str, int]]:
+    """The preconditions of an ``objects.rewrite``: the target's, then the source's."""
+    src_bucket, src_name, dst_bucket, dst_name = (urllib.parse.unquote(g) for g in match.groups())
+    checks = []
+    for prefix, bucket, name in (("if", dst_bucket, dst_name), ("ifSource", src_bucket, src_name)):
+        for field in ("generation", "metageneration"):
+            wanted = _wanted(query, f"{prefix}{field.capitalize()}Match")
+            if wanted is not None:
+                checks.append((bucket, name, field, wanted))
+    return checks
+
+
+def _compose_checks(
+    match: re.Match[str], query: dict[str, list[str]], body: bytes
+) -> list[tuple[str, str, str, int]]:
+    """The preconditions of an ``objects.compose``: the target's, then each source's
+    ``objectPreconditions.ifGenerationMatch``."""
+    bucket, name = (urllib.parse.unquote(g) for g in match.groups())
+    checks = []
+    for field in ("generation", "metageneration"):
+        wanted = _wanted(query, f"if{field.capitalize()}Match")
+        if wanted is not None:
+            checks.append((bucket, name, field, wanted))
+    try:
+        sources = json.loads(body).get("sourceObjects") or []
+    except (ValueError, AttributeError):
+        sources = []
+    for source in sources if isinstance(sources, list) else []:
+        if not isinstance(source, dict) or not isinstance(source.get("name"), str):
+            continue
+        preconditions = source.get("objectPreconditions")
+        wanted = preconditions.get("ifGenerationMatch") if isinstance(preconditions, dict) else None
+        if isinstance(wanted, (int, str)) and str(wanted).isdigit():
+            checks.append((bucket, source["name"], "generation", int(wanted)))
+    return checks
 
 
 def _persisted(range_header: str | None) -> int:
@@ -473,6 +528,18 @@ class _FrontHandler(BodyReading):
             if self._answer_session(front, upload_id):
                 return
             if front.check_checksums and self._forward_chunk(front, target, upload_id):
+                return
+
+        if self.command == "POST" and front.enforce_generation_match:
+            rewrite, compose = _REWRITE.fullmatch(path), _COMPOSE.fullmatch(path)
+            if rewrite or compose:
+                body = self._read_small_body()
+                if body is None:
+                    return
+                checks = _rewrite_checks(rewrite, query) if rewrite else _compose_checks(compose, query, body)
+                if not self._preconditions_hold(front, checks):
+                    return
+                self._forward(front, target, body)
                 return
 
         init_match = _RESUMABLE_INIT.fullmatch(path) if self.command == "POST" else None
@@ -693,6 +760,22 @@ class _FrontHandler(BodyReading):
                 },
             )
             return False
+        return True
+
+    def _preconditions_hold(self, front: GcsFront, checks: list[tuple[str, str, str, int]]) -> bool:
+        """Check (bucket, name, "generation" | "metageneration", wanted) against the live objects;
+        answers 412 (or 502 when the lookup fails) itself and returns False when one does not hold.
+        ``wanted`` 0 for a generation means "no live object"."""
+        for bucket, name, field, wanted in checks:
+            try:
+                generation, metageneration = front._current_generations(bucket, name)
+            except (RuntimeError, OSError, ValueError, KeyError) as exc:
+                self._send_json(502, _error_body(502, f"Rig: precondition check failed: {exc}"))
+                return False
+            current = generation if field == "generation" else metageneration
+            if current != wanted or (field == "metageneration" and generation == 0):
+                self._send_json(412, _error_body(412, _PRECONDITION_FAILED, "conditionNotMet"))
+                return False
         return True
 
     def _forward(

@@ -690,3 +690,69 @@ def test_fault_plan_schedule_is_unchanged_by_the_corrupt_kind() -> None:
     assert all(b == a or (a, b) == (None, "corrupt") for a, b in zip(without, with_corrupt))
     with pytest.raises(ValueError):
         FaultPlan(corrupt=0.5, corrupt_body="sideways")  # type: ignore[arg-type]
+
+
+# -- GcsFront: preconditions of server-side copies --------------------------------------------------
+
+
+def test_rewrite_honours_target_and_source_preconditions(
+    front: GcsFront, gcs_backend: FakeGcsServer, client: storage.Client, bucket_name: str
+) -> None:
+    other = f"rig-{uuid.uuid4().hex[:12]}"
+    front.create_bucket(other)
+    source = client.bucket(bucket_name).blob("src")
+    source.upload_from_string(b"source bytes", content_type="text/plain")
+    source.reload()
+    target = client.bucket(other).blob("dst")
+    target.upload_from_string(b"what the target held")
+    generation = int(gcs_backend.object_metadata(other, "dst")["generation"])  # type: ignore[index]
+
+    refused = [
+        dict(if_generation_match=0),  # "only if absent", and the target exists
+        dict(if_generation_match=generation + 1),
+        dict(if_metageneration_match=7),
+        dict(if_source_generation_match=int(source.generation) + 1),
+        dict(if_source_metageneration_match=7),
+    ]
+    for preconditions in refused:
+        with pytest.raises(api_exceptions.PreconditionFailed) as raised:
+            target.rewrite(source, **preconditions)
+        assert raised.value.errors[0]["reason"] == "conditionNotMet", preconditions
+    assert gcs_backend.read_object(other, "dst") == b"what the target held"
+
+    token, written, total = target.rewrite(source, if_generation_match=generation,
+                                           if_source_generation_match=int(source.generation))
+    assert (token, written, total) == (None, 12, 12)  # done in one call: the rewrite response's shape
+    assert gcs_backend.read_object(other, "dst") == b"source bytes"
+    client.bucket(other).blob("fresh").rewrite(source, if_generation_match=0)
+    assert gcs_backend.read_object(other, "fresh") == b"source bytes"
+
+    # The refusals are the front's: fake-gcs-server rewrites whatever the preconditions say.
+    front.enforce_generation_match = False
+    client.bucket(other).blob("fresh").rewrite(source, if_generation_match=0, if_source_generation_match=1)
+
+
+def test_compose_honours_target_and_source_preconditions(
+    front: GcsFront, gcs_backend: FakeGcsServer, client: storage.Client, bucket_name: str
+) -> None:
+    bucket = client.bucket(bucket_name)
+    parts = [bucket.blob("p1"), bucket.blob("p2")]
+    for part, data in zip(parts, (b"one", b"two")):
+        part.upload_from_string(data)
+        part.reload()
+    generations = [int(part.generation) for part in parts]
+    composed = bucket.blob("composed")
+    composed.upload_from_string(b"before")
+    current = int(gcs_backend.object_metadata(bucket_name, "composed")["generation"])  # type: ignore[index]
+
+    for preconditions in (dict(if_generation_match=0), dict(if_generation_match=current + 1),
+                          dict(if_source_generation_match=[generations[0], generations[1] + 1])):
+        with pytest.raises(api_exceptions.PreconditionFailed):
+            composed.compose(parts, **preconditions)
+    assert gcs_backend.read_object(bucket_name, "composed") == b"before"
+
+    composed.compose(parts, if_generation_match=current, if_source_generation_match=generations)
+    assert gcs_backend.read_object(bucket_name, "composed") == b"onetwo"
+
+    front.enforce_generation_match = False
+    composed.compose(parts, if_generation_match=0)  # the backend alone lets it through
