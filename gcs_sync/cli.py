@@ -3,6 +3,10 @@
     python -m gcs_sync doctor [--write-probe] [--json]
     python -m gcs_sync sync s3://BUCKET[/PREFIX] [--dry-run]
     python -m gcs_sync copy s3://BUCKET/KEY [s3://BUCKET/KEY ...]
+
+One subparser per command (``_COMMANDS``): a new command adds its parser and its runner there.
+On a terminal a relative GOOGLE_APPLICATION_CREDENTIALS means the current directory (in Lambda
+it is the code directory), and no metrics are written (there is no CloudWatch to read them).
 """
 
 from __future__ import annotations
@@ -11,47 +15,150 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import logs
 from .errors import CopyFailed, GcsSyncError
 
 CODE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROG = "python -m gcs_sync"
+
+DESCRIPTION = """\
+Copy S3 objects to Google Cloud Storage from a terminal, with the function's configuration:
+the same environment variables (GCS_DESTINATIONS, GOOGLE_APPLICATION_CREDENTIALS, SOURCE_BUCKETS,
+...), read the same way, except that a relative GOOGLE_APPLICATION_CREDENTIALS is resolved
+against the current directory. AWS credentials come from the usual places (AWS_PROFILE, the
+AWS_* variables, `aws configure export-credentials`)."""
+
+EPILOG = """\
+examples:
+  python -m gcs_sync doctor                          check configuration, credentials, buckets
+  python -m gcs_sync sync s3://my-bucket/reports/ --dry-run
+  python -m gcs_sync copy s3://my-bucket/reports/2026/summary.csv
+
+local servers (for example the demo's, which run while ./demo.sh runs):
+  export AWS_ENDPOINT_URL_S3=http://127.0.0.1:PORT        the local S3
+  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_SESSION_TOKEN=... AWS_REGION=us-east-1
+                                                     the keys the local S3 and token server accept
+  export GCS_API_ENDPOINT=http://127.0.0.1:PORT           the local Cloud Storage
+  export GOOGLE_APPLICATION_CREDENTIALS=gcp-credentials.json
+                                   a configuration whose token_url names the local token server
+  export GCS_DESTINATIONS=gs://demo-primary
+
+exit status: 0 done (doctor: every check passed), 1 an object failed (doctor: a check failed),
+2 the command line or the configuration is wrong."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error that ends with a working example of the command."""
+
+    example: str = ""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        fix = f"; for example: {self.example}" if self.example else f"; see {self.prog} --help"
+        self.exit(2, f"{self.prog}: error: {message}{fix}\n")
+
+
+def _doctor_parser(commands) -> None:
+    parser = commands.add_parser(
+        "doctor", help="check configuration, credentials and every bucket's permissions",
+        description="Check the configuration, the credential configuration, the AWS identity, the "
+        "token exchange and each destination's and source's permissions; print each check with a "
+        "fix for every failure. Writes nothing unless --write-probe.",
+        epilog="example: python -m gcs_sync doctor --json", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.example = "python -m gcs_sync doctor"
+    parser.add_argument("--write-probe", action="store_true",
+                        help="also write, overwrite and delete a probe object in each destination")
+    parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    parser.set_defaults(run=_run_doctor)
+
+
+def _sync_parser(commands) -> None:
+    parser = commands.add_parser(
+        "sync", help="copy what is missing or different under an S3 prefix",
+        description="Copy every object under s3://BUCKET/PREFIX that is missing or different at a "
+        "destination, to the end of the listing.",
+        epilog="examples:\n  python -m gcs_sync sync s3://my-bucket --dry-run\n"
+               "  python -m gcs_sync sync s3://my-bucket/reports/2026/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.example = "python -m gcs_sync sync s3://my-bucket/reports/"
+    parser.add_argument("source", metavar="s3://BUCKET[/PREFIX]", help="the bucket, and optionally a key prefix")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be copied; write nothing")
+    parser.set_defaults(run=_run_sync)
+
+
+def _copy_parser(commands) -> None:
+    parser = commands.add_parser(
+        "copy", help="copy the named objects now, as an event naming them would",
+        description="Copy each named object to every destination now, whatever the destinations "
+        "hold (the ordering rule still keeps a newer copy). Prints the summary an S3 event gets.",
+        epilog="examples:\n  python -m gcs_sync copy s3://my-bucket/reports/2026/summary.csv\n"
+               "  python -m gcs_sync copy 's3://my-bucket/a b.txt' s3://my-bucket/c.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.example = "python -m gcs_sync copy s3://my-bucket/path/to/file.csv"
+    parser.add_argument("objects", nargs="+", metavar="s3://BUCKET/KEY",
+                        help="objects to copy (keys as they are, not URL-encoded)")
+    parser.set_defaults(run=_run_copy)
+
+
+# Each command: (its parser, added under the subcommands). Add new commands here.
+_COMMANDS: tuple[Callable, ...] = (_doctor_parser, _sync_parser, _copy_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.example = "python -m gcs_sync doctor"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,sync,copy}",
+                                     parser_class=_Parser)
+    for add in _COMMANDS:
+        add(commands)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gcs_sync", description=(
-        "Copy S3 objects to Google Cloud Storage with the function's configuration "
-        "(GCS_DESTINATIONS, GOOGLE_APPLICATION_CREDENTIALS, ...)."))
-    commands = parser.add_subparsers(dest="command", required=True)
-    doctor = commands.add_parser("doctor", help="check configuration, credentials and permissions")
-    doctor.add_argument("--write-probe", action="store_true",
-                        help="also write, overwrite and delete a probe object in each destination")
-    doctor.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
-    sync = commands.add_parser("sync", help="copy what is missing or different under an S3 prefix")
-    sync.add_argument("source", help="s3://BUCKET or s3://BUCKET/PREFIX")
-    sync.add_argument("--dry-run", action="store_true", help="list what would be copied; write nothing")
-    copy = commands.add_parser("copy", help="copy named objects now")
-    copy.add_argument("objects", nargs="+", help="s3://BUCKET/KEY")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    return args.run(args)
 
-    if args.command == "doctor":
-        from . import doctor as checks
 
-        report = checks.run_checks(code_dir=CODE_DIR, write_probe=args.write_probe)
-        print(json.dumps(report, indent=2) if args.json else checks.format_table(report))
-        return 0 if report["ok"] else 1
+def _run_doctor(args) -> int:
+    from . import doctor as checks
 
+    report = checks.run_checks(code_dir=CODE_DIR, relative_to=os.getcwd(), write_probe=args.write_probe)
+    print(json.dumps(report, indent=2) if args.json else checks.format_table(report))
+    return 0 if report["ok"] else 1
+
+
+def _run_sync(args) -> int:
     try:
+        bucket, prefix = _split_s3_url(args.source, "sync", key_required=False)
+    except _UsageError as exc:
+        return _usage(exc)
+    return _with_runtime(lambda runtime: _sync(runtime, bucket, prefix, args.dry_run))
+
+
+def _run_copy(args) -> int:
+    try:
+        refs = [_split_s3_url(url, "copy", key_required=True) for url in args.objects]
+    except _UsageError as exc:
+        return _usage(exc)
+    return _with_runtime(lambda runtime: _copy(runtime, refs))
+
+
+def _with_runtime(work: Callable) -> int:
+    try:
+        from . import metrics
         from .config import Settings
         from .handler import Runtime
 
-        settings = Settings.from_environ(code_dir=CODE_DIR)
-        logs.configure(settings.log_level)
+        settings = Settings.from_environ(code_dir=CODE_DIR, relative_to=os.getcwd())
+        logs.configure_from(settings.log)
+        metrics.set_output(None)  # no CloudWatch on a terminal: the summary says it all
+        for warning in settings.warnings:
+            print(f"gcs-sync: warning: {warning}", file=sys.stderr)
         runtime = Runtime.build(settings)
-        if args.command == "sync":
-            return _sync(runtime, args.source, args.dry_run)
-        return _copy(runtime, args.objects)
+        return work(runtime)
     except CopyFailed as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -60,10 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _sync(runtime, source: str, dry_run: bool) -> int:
+def _sync(runtime, bucket: str, prefix: str, dry_run: bool) -> int:
     from .handler import handle
 
-    bucket, prefix = _split_s3_url(source)
     request = {"bucket": bucket, "prefix": prefix, "dry_run": dry_run}
     totals: dict[str, int] = {}
     while True:  # no deadline on a terminal: run the continuation chain to the end
@@ -81,19 +187,46 @@ def _sync(runtime, source: str, dry_run: bool) -> int:
     return 0
 
 
-def _copy(runtime, urls: Sequence[str]) -> int:
+def _copy(runtime, refs: Sequence[tuple[str, str]]) -> int:
     from .events import ObjectRef
     from .handler import process, summarize
 
-    refs = [ObjectRef(*_split_s3_url(url)) for url in urls]
-    reports = process(refs, runtime)
+    reports = process([ObjectRef(bucket, key) for bucket, key in refs], runtime)
     summary = summarize(reports)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 1 if summary["failed"] else 0
 
 
-def _split_s3_url(url: str) -> tuple[str, str]:
-    if not url.startswith("s3://") or len(url) <= len("s3://"):
-        raise SystemExit(f"gcs-sync: {url!r} is not an s3://BUCKET[/KEY] URL")
-    bucket, _, rest = url[len("s3://"):].partition("/")
-    return bucket, rest
+class _UsageError(Exception):
+    pass
+
+
+def _usage(exc: _UsageError) -> int:
+    print(f"gcs-sync: {exc}", file=sys.stderr)
+    return 2
+
+
+def _split_s3_url(url: str, command: str, *, key_required: bool) -> tuple[str, str]:
+    """``s3://BUCKET/KEY`` -> (bucket, key); a _UsageError names the argument, what is wrong and the fix."""
+    form = "s3://BUCKET/KEY" if key_required else "s3://BUCKET[/PREFIX]"
+    lower = url.lower()
+    if lower.startswith("gs://"):
+        raise _UsageError(
+            f"{command}: {url!r} is a Cloud Storage URL, but {command} reads from S3. Fix: name the S3 "
+            f"source, {form} (e.g. s3://{url[5:]}); destinations come from GCS_DESTINATIONS")
+    if lower.startswith(("https://", "http://")) and ".amazonaws.com" in lower:
+        raise _UsageError(f"{command}: {url!r} is an HTTP URL. Fix: write it as {form}")
+    if lower.startswith("s3:") and not lower.startswith("s3://"):
+        rest = url[3:].lstrip("/")
+        raise _UsageError(f"{command}: {url!r} lacks the two slashes of s3://. Fix: write s3://{rest}")
+    if not lower.startswith("s3://"):
+        raise _UsageError(f"{command}: {url!r} is not an S3 URL. Fix: write s3://{url.lstrip('/')}")
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise _UsageError(f"{command}: {url!r} names no bucket. Fix: write {form}, e.g. s3://my-bucket/"
+                          + ("path/to/file.csv" if key_required else "reports/"))
+    if key_required and not key:
+        raise _UsageError(
+            f"{command}: {url!r} names a bucket but no object. Fix: name the object, s3://{bucket}/KEY; "
+            f"to copy everything under a prefix use: {PROG} sync s3://{bucket}/")
+    return bucket, key
