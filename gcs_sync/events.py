@@ -20,6 +20,7 @@ ACCEPTED_SHAPES = (
     "an EventBridge 'Object Created' / 'Object Deleted' event from aws.s3, "
     "an S3 Batch Operations invocation (schema 1.0 or 2.0), "
     "a manual sync {'sync': {'bucket': NAME, 'prefix': PREFIX}}, "
+    "an audit {'check': {'bucket': NAME, 'prefix': PREFIX}}, "
     "or a health check {'doctor': {}}"
 )
 
@@ -100,11 +101,21 @@ class SyncRequest:
 
 
 @dataclass(frozen=True)
+class CheckRequest:
+    """An audit: compare a prefix with every destination and report drift; writes nothing."""
+
+    bucket: str | None
+    prefix: str = ""
+    continuation: str | None = None
+    deep: bool = False
+
+
+@dataclass(frozen=True)
 class DoctorRequest:
     """The health check from the console: reads and asks permissions, never writes."""
 
 
-Invocation = Union[Notifications, SqsBatch, BatchOperations, SyncRequest, DoctorRequest]
+Invocation = Union[Notifications, SqsBatch, BatchOperations, SyncRequest, CheckRequest, DoctorRequest]
 
 
 def parse(event: Any) -> Invocation:
@@ -123,6 +134,8 @@ def parse(event: Any) -> Invocation:
             return _batch_operations(event)
         if "sync" in event:
             return _sync(event["sync"])
+        if "check" in event:
+            return _check(event["check"])
         if "doctor" in event:
             return _doctor(event["doctor"])
         if _is_s3_test_event(event):
@@ -304,31 +317,44 @@ def _batch_task(task: Any, index: int) -> BatchTask:
 
 
 def _sync(body: Any) -> SyncRequest:
+    bucket, prefix, token, dry_run = _listing_request(body, "manual sync", "sync", "dry_run")
+    return SyncRequest(bucket=bucket, prefix=prefix, continuation=token, dry_run=dry_run)
+
+
+def _check(body: Any) -> CheckRequest:
+    bucket, prefix, token, deep = _listing_request(body, "audit", "check", "deep")
+    return CheckRequest(bucket=bucket, prefix=prefix, continuation=token, deep=deep)
+
+
+def _listing_request(body: Any, what: str, key: str, flag: str) -> tuple[Any, str, Any, bool]:
+    """The fields of a sync or an audit: bucket, prefix, continuation and one true/false option."""
+    if body is None and key == "check":
+        body = {}
     if not isinstance(body, dict):
-        raise EventError('manual sync: expected {"sync": {"bucket": NAME, "prefix": PREFIX}}')
-    unknown = set(body) - {"bucket", "prefix", "continuation", "dry_run"}
+        raise EventError(f'{what}: expected {{"{key}": {{"bucket": NAME, "prefix": PREFIX}}}}')
+    unknown = set(body) - {"bucket", "prefix", "continuation", flag}
     if unknown:
-        raise EventError(f"manual sync: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
-                         "accepted: bucket, prefix, continuation, dry_run")
+        raise EventError(f"{what}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+                         f"accepted: bucket, prefix, continuation, {flag}")
     bucket, prefix, token = body.get("bucket"), body.get("prefix", ""), body.get("continuation")
-    dry_run = body.get("dry_run", False)
+    option = body.get(flag, False)
     if bucket is not None and (not isinstance(bucket, str) or not bucket):
-        raise EventError("manual sync: bucket must be a bucket name")
+        raise EventError(f"{what}: bucket must be a bucket name")
     if prefix is None:
         prefix = ""
     if not isinstance(prefix, str):
-        raise EventError("manual sync: prefix must be a string")
+        raise EventError(f"{what}: prefix must be a string")
     if token is not None and not isinstance(token, str):
-        raise EventError("manual sync: continuation must be the token a previous sync returned")
-    if not isinstance(dry_run, bool):
-        raise EventError("manual sync: dry_run must be true or false")
+        raise EventError(f"{what}: continuation must be the token a previous {key} returned")
+    if not isinstance(option, bool):
+        raise EventError(f"{what}: {flag} must be true or false")
     for name, value in (("bucket", bucket), ("prefix", prefix), ("continuation", token)):
         try:
             if value is not None:
                 _unicode(value, name)
         except ValueError as exc:
-            raise EventError(f"manual sync: {exc}") from exc
-    return SyncRequest(bucket=bucket, prefix=prefix, continuation=token, dry_run=dry_run)
+            raise EventError(f"{what}: {exc}") from exc
+    return bucket, prefix, token, option
 
 
 def _doctor(body: Any) -> DoctorRequest:

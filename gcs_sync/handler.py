@@ -19,7 +19,7 @@ from .config import Settings
 from .deadline import Deadline
 from .destination import GcsWriter
 from .errors import CopyFailed, GcsSyncError
-from .events import BatchOperations, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
+from .events import BatchOperations, CheckRequest, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
 from .source import CONNECT_TIMEOUT, READ_TIMEOUT, S3Source
 from .transfer import FAILED, SKIPPED, Copier, ObjectReport, Staging
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED_RESULTS = 100
 MAX_RESULT_STRING = 1000
-COUNTED = ("copied", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
+COUNTED = ("copied", "repaired", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
 
 
 @dataclass
@@ -130,6 +130,8 @@ def handle(event: Any, context: Any, runtime: Runtime) -> Any:
         return _batch_operations(invocation, runtime)
     if isinstance(invocation, SyncRequest):
         return _sync(invocation, context, runtime)
+    if isinstance(invocation, CheckRequest):
+        return check(invocation, context, runtime)
     if isinstance(invocation, DoctorRequest):
         from . import doctor
 
@@ -216,6 +218,16 @@ def _sync(request: SyncRequest, context: Any, runtime: Runtime) -> dict:
     return summary
 
 
+def check(request: CheckRequest, context: Any, runtime: Runtime) -> dict:
+    """The audit: drift is reported in the result, never raised (it writes nothing)."""
+    from . import audit
+
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    runtime.auth.ensure_token()
+    return audit.run(request.bucket, request.prefix, request.continuation, request.deep, runtime.settings,
+                     runtime.s3, runtime.writer, runtime.copier.source, remaining)
+
+
 def process(refs: Iterable[ObjectRef], runtime: Runtime) -> list[ObjectReport]:
     """One report per ref, in order: refused, filtered, ignored, copied or delete-mirrored."""
     refs = list(refs)
@@ -227,7 +239,8 @@ def process(refs: Iterable[ObjectRef], runtime: Runtime) -> list[ObjectReport]:
             reports[i] = ObjectReport(source=ref.url, refused=(
                 f"bucket {ref.bucket!r} is not in SOURCE_BUCKETS; the event was refused. Add the "
                 "bucket to SOURCE_BUCKETS if it should be copied."))
-            log.error("object refused", extra={"fields": {"source": ref.url, "error": reports[i].refused}})
+            log.error("object refused", extra={"fields": {"source": ref.url, "outcome": FAILED,
+                                                          "error": reports[i].refused}})
         elif not settings.key_filter.allows(ref.key):
             reports[i] = ObjectReport(source=ref.url, skipped="excluded by INCLUDE / EXCLUDE")
         elif ref.removed and not settings.mirror_deletes:

@@ -20,7 +20,7 @@ from .config import Destination, Settings
 from .destination import GcsWriter
 from .errors import EventError, GcsSyncError, SourceError
 from .events import ObjectRef, SyncRequest
-from .ordering import Decision, decide
+from .audit import OK, classify
 from .metadata import SourceState
 from .transfer import FAILED, Copier, ObjectReport, Staging
 
@@ -64,23 +64,28 @@ class Budget:
         return self._remaining_ms() / 1000 < self._reserve + 1.5 * self._slowest
 
 
-def encode_token(bucket: str, prefix: str, after: str) -> str:
-    raw = json.dumps({"v": 1, "bucket": bucket, "prefix": prefix, "after": after}, ensure_ascii=False)
+def encode_token(bucket: str, prefix: str, after: str, *, kind: str = "sync") -> str:
+    fields = {"v": 1, "bucket": bucket, "prefix": prefix, "after": after}
+    if kind != "sync":
+        fields["kind"] = kind
+    raw = json.dumps(fields, ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii")
 
 
-def decode_token(token: str, bucket: str, prefix: str) -> str:
+def decode_token(token: str, bucket: str, prefix: str, *, kind: str = "sync") -> str:
+    what = "manual sync" if kind == "sync" else "audit"
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8"))
         after = data["after"]
-        ok = data.get("v") == 1 and isinstance(after, str)
-    except (ValueError, KeyError, TypeError, UnicodeError):
+        ok = data.get("v") == 1 and isinstance(after, str) and data.get("kind", "sync") == kind
+    except (ValueError, KeyError, TypeError, UnicodeError, AttributeError):
         ok = False
     if not ok:
-        raise EventError("manual sync: the continuation token is not one a sync returned")
+        raise EventError(f"{what}: the continuation token is not one {'a sync' if kind == 'sync' else 'an audit'} "
+                         "returned; send the continuation from the previous result unchanged")
     if (data.get("bucket"), data.get("prefix")) != (bucket, prefix):
         raise EventError(
-            f"manual sync: the continuation token belongs to s3://{data.get('bucket')}/{data.get('prefix')}, "
+            f"{what}: the continuation token belongs to s3://{data.get('bucket')}/{data.get('prefix')}, "
             f"not s3://{bucket}/{prefix}; send the same bucket and prefix with it"
         )
     return after
@@ -103,7 +108,7 @@ def run(request: SyncRequest, settings: Settings, s3: Any, copier: Copier, write
     last_done = after
     stopped = False
     with Staging(settings.staging_dir) as staging:
-        for page in _pages(s3, bucket, request.prefix, after):
+        for page in list_pages(s3, bucket, request.prefix, after):
             summary["listed"] += len(page)
             for start in range(0, len(page), chunk_size):
                 if budget.low():
@@ -143,7 +148,7 @@ def run(request: SyncRequest, settings: Settings, s3: Any, copier: Copier, write
     return summary | {"reports": reports}
 
 
-def _pages(s3: Any, bucket: str, prefix: str, after: str) -> Iterator[list[Listed]]:
+def list_pages(s3: Any, bucket: str, prefix: str, after: str) -> Iterator[list[Listed]]:
     params = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE_SIZE}
     if after:
         params["StartAfter"] = after
@@ -181,7 +186,6 @@ def _needing_copy(items: list[Listed], bucket: str, settings: Settings, writer: 
             copy = held.get(name)
             if copy is not None:
                 remember(destination, name)
-            decision = decide(item.state(bucket), copy.source if copy else None)
-            if decision not in (Decision.CURRENT, Decision.SUPERSEDED):
+            if classify(item.state(bucket), copy) != OK:  # the audit's comparison: a sync repairs its findings
                 needed.add(item.key)
     return [i for i in items if i.key in needed]
