@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
+import shutil
 import stat
 import struct
+import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from .conftest import REPO, TARGET_VERSION, ZIP_NAME, build, run_in_tree, unzip, zip_from
+from .conftest import BUILD_SH, REPO, TARGET_VERSION, ZIP_NAME, build, run_in_tree, unzip, zip_from
 
 MiB = 1024 * 1024
 TAG = TARGET_VERSION.replace(".", "")
@@ -206,17 +209,19 @@ def test_pip_bookkeeping_is_stripped_and_metadata_kept(lambda_zip):
 
 # -- 5. credentials --------------------------------------------------------------------------------
 
-def test_credentials_are_checked_and_included(lambda_zip, tmp_path):
+def test_credentials_are_checked_and_included(lambda_zip, build_cache, tmp_path):
     config = tmp_path / "wif config.json"
     config.write_text(json.dumps(GOOD_CONFIG, indent=2))
-    result = build(tmp_path / "out", "--credentials", str(config), label="with credentials")
+    result = build(tmp_path / "out", "--credentials", str(config), label="with credentials", cache=build_cache)
     zipped = zip_from(result)
+    assert "reusing the dependencies" in result.stderr  # the session's cache, not a second install
     assert "GOOGLE_APPLICATION_CREDENTIALS=gcp-credentials.json" in result.stderr
     assert "GOOGLE_APPLICATION_CREDENTIALS" not in result.stdout
+    assert "ALLOW_SERVICE_ACCOUNT_KEY" not in result.stderr  # not a key: no opt-in to speak of
     with zipfile.ZipFile(zipped) as zf, zipfile.ZipFile(lambda_zip) as plain:
         assert zf.read("gcp-credentials.json") == config.read_bytes()
         assert zf.getinfo("gcp-credentials.json").external_attr >> 16 == stat.S_IFREG | 0o644
-        # Otherwise the very same zip.
+        # Otherwise the very same zip (which also shows a build from the cache equals a full one).
         crcs = {i.filename: i.CRC for i in zf.infolist() if i.filename != "gcp-credentials.json"}
         assert crcs == {i.filename: i.CRC for i in plain.infolist()}
 
@@ -277,13 +282,31 @@ def test_a_service_account_key_is_refused_without_the_opt_in(tmp_path):
     assert not (tmp_path / "out" / ZIP_NAME).exists()
 
 
-def test_a_service_account_key_is_included_with_the_opt_in(tmp_path):
+def test_a_service_account_key_is_included_with_the_opt_in(build_cache, tmp_path):
     key = tmp_path / "key.json"
     key.write_text(json.dumps(service_account_key()))
     result = build(tmp_path / "out", "--credentials", str(key),
-                   env={"ALLOW_SERVICE_ACCOUNT_KEY": "true"}, label="key with opt-in")
+                   env={"ALLOW_SERVICE_ACCOUNT_KEY": "true"}, label="key with opt-in", cache=build_cache)
     with zipfile.ZipFile(zip_from(result)) as zf:
         assert zf.read("gcp-credentials.json") == key.read_bytes()
+    # The function refuses a key unless its own environment opts in too: the build says so.
+    last = result.stderr.strip().splitlines()[-2]  # the line before "done in N s"
+    assert "ALLOW_SERVICE_ACCOUNT_KEY=true on the function" in last, result.stderr[-2000:]
+    assert "GOOGLE_APPLICATION_CREDENTIALS=gcp-credentials.json" in last
+
+
+def test_an_audience_naming_the_project_id_is_refused_with_the_fix(tmp_path):
+    config = tmp_path / "config.json"
+    audience = ("//iam.googleapis.com/projects/my-project/locations/global/"
+                "workloadIdentityPools/aws-pool/providers/aws-provider")
+    config.write_text(json.dumps({**GOOD_CONFIG, "audience": audience}))
+    result = build(tmp_path / "out", "--credentials", str(config), label="refused audience")
+    assert result.returncode != 0
+    assert "project number" in result.stderr and "'my-project'" in result.stderr
+    assert "gcloud projects describe my-project --format='value(projectNumber)'" in result.stderr
+    assert "installing" not in result.stderr  # refused before anything is downloaded
+    assert result.stdout == ""
+    assert not (tmp_path / "out" / ZIP_NAME).exists()
 
 
 @pytest.mark.parametrize("content, complaint", [
@@ -306,6 +329,17 @@ def test_a_malformed_credential_configuration_is_refused(tmp_path, content, comp
 def test_a_bad_python_version_is_refused(tmp_path):
     result = build(tmp_path / "out", "--python", "3.11.7", label="refused version")
     assert result.returncode != 0 and "3.11" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.10", "3.15", "3.7"])
+def test_an_unsupported_python_version_gets_one_clear_message(tmp_path, version):
+    result = build(tmp_path / "out", "--python", version, label="unsupported version")
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"build.sh: error: Python {version} is not supported: the pinned dependencies (requirements.txt) "
+        "have Lambda x86_64 wheels for Python 3.11, 3.12, 3.13, 3.14 only; use --python with one of them "
+        "(default 3.11)"]
+    assert not (tmp_path / "out" / ZIP_NAME).exists()
 
 
 # -- 6. the tree alone -----------------------------------------------------------------------------
@@ -390,3 +424,172 @@ def test_the_unzipped_tree_copies_an_object_end_to_end(lambda_tree, rig, tmp_pat
     assert rig.gcs.object_metadata(dest, "z/" + key)["contentType"] == "application/x-test"
     assert list(staging.iterdir()) == []
     assert not rig.front.unauthorized
+
+
+# -- 7. awscrt off the import path -----------------------------------------------------------------
+
+LAZY_AWSCRT = """
+import json
+import lambda_function
+import boto3, botocore.httpchecksum, google.cloud.storage
+loaded_at_start = sorted(m for m in sys.modules if m.split(".")[0] in ("awscrt", "_awscrt"))
+try:
+    import awscrt
+    importable = True
+except ImportError:
+    importable = False
+sys.path.insert(0, sys.argv[1])
+from awscrt import checksums
+print(json.dumps({"loaded_at_start": loaded_at_start, "importable": importable,
+                  "crc": checksums.crc64nvme(b"123456789"), "from": checksums.__file__}))
+"""
+
+
+def test_awscrt_is_shipped_under_lazy_and_not_on_the_import_path(lambda_zip):
+    all_names = names(lambda_zip)
+    top = {n.split("/")[0] for n in all_names}
+    assert not [t for t in top if "awscrt" in t], top
+    assert "lazy/awscrt/__init__.py" in all_names and "lazy/awscrt/checksums.py" in all_names
+    assert [n for n in all_names if re.fullmatch(r"lazy/_awscrt\..*so", n)], "no _awscrt extension under lazy/"
+    assert [n for n in all_names if re.fullmatch(r"lazy/awscrt-[^/]+\.dist-info/METADATA", n)]
+    assert "lazy/awscrt/__pycache__/checksums.cpython-%s.pyc" % TAG in all_names
+    # Nothing but awscrt goes under lazy/.
+    assert [n for n in all_names if n.startswith("lazy/")
+            and not re.match(r"lazy/(awscrt/|awscrt-[^/]+\.dist-info/|_awscrt\.[^/]*so$|$)", n)] == []
+
+
+def test_importing_the_function_does_not_load_awscrt_and_lazy_loads_it(lambda_tree):
+    code = LAZY_AWSCRT.replace("sys.argv[1]", repr(str(lambda_tree / "lazy")))
+    result = run_in_tree(lambda_tree, code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["loaded_at_start"] == [], answer
+    assert answer["importable"] is False
+    assert answer["crc"] == 0xAE8B14860A799888  # CRC-64/NVME check value of "123456789"
+    assert Path(answer["from"]).resolve().is_relative_to((lambda_tree / "lazy").resolve())
+
+
+FUNCTION_LOADS_AWSCRT = """
+import json
+import lambda_function
+from gcs_sync import proof
+before = "awscrt" in sys.modules
+crc = proof.crc64nvme_function()(b"123456789", 0)
+print(json.dumps({"before": before, "crc": crc, "after": "awscrt" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("task_root", [True, False], ids=["LAMBDA_TASK_ROOT", "beside lambda_function"])
+def test_the_function_finds_awscrt_under_lazy_when_it_needs_it(lambda_tree, task_root, tmp_path):
+    env = {"LAMBDA_TASK_ROOT": str(lambda_tree)} if task_root else {"HOME": str(tmp_path)}
+    result = run_in_tree(lambda_tree, FUNCTION_LOADS_AWSCRT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer == {"before": False, "crc": 0xAE8B14860A799888, "after": True}
+
+
+# -- 8. a zip that cannot be a working function is never written -----------------------------------
+
+def _helper_source() -> str:
+    """The packaging step of build.sh (its Python heredoc), run alone on crafted trees."""
+    text = BUILD_SH.read_text()
+    start = text.index("<<'PY'\n") + len("<<'PY'\n")
+    return text[start:text.index("\nPY\n", start)]
+
+
+def _zip_step(tree: Path, zip_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", "-c", _helper_source(), "zip", str(tree), str(zip_path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+WORKING_TREE = ["lambda_function.py", "gcs_sync/__init__.py", "gcs_sync/handler.py", "boto3/__init__.py",
+                "botocore/__init__.py", "google/cloud/storage/__init__.py", "google/auth/__init__.py",
+                "lazy/awscrt/__init__.py"]
+
+
+def _craft(root: Path, files: list[str]) -> Path:
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("# crafted\n")
+    return root
+
+
+def test_the_zip_step_writes_a_tree_that_can_work(tmp_path):
+    """The control for the refusals below: the same step, the complete crafted tree, a zip."""
+    zip_path = tmp_path / "out.zip"
+    result = _zip_step(_craft(tmp_path / "tree", WORKING_TREE), zip_path)
+    assert result.returncode == 0, result.stderr
+    assert set(WORKING_TREE) <= set(names(zip_path))
+
+
+@pytest.mark.parametrize("removed, complaint", [
+    ("lambda_function.py", "lambda_function.py is missing"),
+    ("gcs_sync", "gcs_sync/__init__.py is missing"),
+    ("boto3", "boto3/__init__.py is missing"),
+    ("botocore", "botocore/__init__.py is missing"),
+    ("google/cloud/storage", "google/cloud/storage/__init__.py is missing"),
+    ("google/auth", "google/auth/__init__.py is missing"),
+    ("google", "google-auth"),
+])
+def test_the_zip_step_refuses_a_tree_missing_a_part(tmp_path, removed, complaint):
+    tree = _craft(tmp_path / "tree", WORKING_TREE)
+    target = tree / removed
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    zip_path = tmp_path / "out.zip"
+    result = _zip_step(tree, zip_path)
+    assert result.returncode != 0
+    assert "cannot be a working function" in result.stderr and complaint in result.stderr, result.stderr
+    assert not zip_path.exists() and os.listdir(tmp_path) == ["tree"]  # nor its temporary file
+
+
+@pytest.mark.parametrize("how", ["vanished", "emptied"])
+def test_the_zip_step_refuses_a_tree_gone_mid_build(tmp_path, how):
+    tree = _craft(tmp_path / "tree", WORKING_TREE)
+    shutil.rmtree(tree)
+    if how == "emptied":
+        tree.mkdir()
+    zip_path = tmp_path / "out.zip"
+    result = _zip_step(tree, zip_path)
+    assert result.returncode != 0
+    assert ("is gone" if how == "vanished" else "nothing was written (0 entries)") in result.stderr
+    assert not zip_path.exists()
+
+
+def test_the_zip_step_refuses_awscrt_on_the_import_path(tmp_path):
+    tree = _craft(tmp_path / "tree", [n for n in WORKING_TREE if not n.startswith("lazy/")] + [
+        "awscrt/__init__.py", "_awscrt.abi3.so"])
+    zip_path = tmp_path / "out.zip"
+    result = _zip_step(tree, zip_path)
+    assert result.returncode != 0
+    assert "awscrt is at the top of the zip" in result.stderr and "_awscrt.abi3.so" in result.stderr
+    assert not zip_path.exists()
+
+
+STUB_CHECKER = {
+    "gcs_sync/__init__.py": "",
+    "gcs_sync/config.py": "class Settings:\n    def __init__(self, **kwargs):\n        pass\n",
+    "gcs_sync/auth.py": "def config_problems(info, settings):\n    return []\n",
+}
+
+
+@pytest.mark.parametrize("project, refused", [("my-project", True), ("123456789012", False)])
+def test_the_build_checks_the_audience_itself(tmp_path, project, refused):
+    """build.sh's own audience check, alone: gcs_sync's checker is replaced by one that finds
+    nothing, so only the build's check can refuse a project ID (and it lets a number through)."""
+    root = tmp_path / "root"
+    for name, text in STUB_CHECKER.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    config = tmp_path / "config.json"
+    audience = (f"//iam.googleapis.com/projects/{project}/locations/global/"
+                "workloadIdentityPools/aws-pool/providers/aws-provider")
+    config.write_text(json.dumps({**GOOD_CONFIG, "audience": audience}))
+    result = subprocess.run([sys.executable, "-I", "-c", _helper_source(), "check-credentials", str(config),
+                             "", str(root)], capture_output=True, text=True, timeout=120)
+    if refused:
+        assert result.returncode == 2, result.stderr
+        assert f"gcloud projects describe {project} --format='value(projectNumber)'" in result.stderr
+        assert "//iam.googleapis.com/projects/PROJECT_NUMBER/locations/global/" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "valid Workload Identity Federation configuration" in result.stderr
