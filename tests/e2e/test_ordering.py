@@ -618,8 +618,9 @@ def test_the_property_finds_an_ordering_bug_when_the_guard_is_disabled(world, mo
     assert found, "the property did not notice the disabled ordering guard"
     examples, schedule, message = found[0]
     with capsys.disabled():
-        print(f"\nguard disabled ({'versioned' if versioned else 'unversioned'}): hypothesis "
-              f"(derandomize=True) found an ordering bug at example {examples}: {message}\n"
+        print(f"\ndeliberate check ({'versioned' if versioned else 'unversioned'}): with the "
+              f"ordering guard broken on purpose, the property test (hypothesis, derandomize=True) caught "
+              f"the bug at example {examples}, as it must: {message}\n"
               f"  schedule: {schedule}")
     assert examples <= CI_EXAMPLES, f"found only after {examples} examples; raise CI_EXAMPLES"
 
