@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -131,6 +132,17 @@ def test_function_handler_runtime_and_architecture(template):
     storage = template["Parameters"]["EphemeralStorage"]
     assert (storage["Default"], storage["MinValue"], storage["MaxValue"]) == (2048, 512, 10240)
     assert template["Parameters"]["MemorySize"]["Default"] == 1024
+
+
+def test_build_sh_builds_for_every_runtime_the_template_offers(template):
+    """One list of Python versions in build.sh (those with wheels for every pin); the template's
+    Runtime choices must be among them, or a stack could ask for a zip build.sh refuses."""
+    match = re.search(r"^SUPPORTED_PYTHONS=\(([^)]*)\)$", (ROOT / "build.sh").read_text(), re.M)
+    assert match, "build.sh no longer defines SUPPORTED_PYTHONS=(...)"
+    supported = match.group(1).split()
+    assert "3.11" in supported  # the contract's default runtime
+    offered = [r.removeprefix("python") for r in template["Parameters"]["Runtime"]["AllowedValues"]]
+    assert set(offered) <= set(supported), (offered, supported)
 
 
 def test_function_environment_follows_the_contract(template):
