@@ -14,6 +14,10 @@ library (``-B``: nothing is written back, like Lambda's read-only /var/task):
                 import lazily.
   b, no .pyc    b on a copy of the tree without __pycache__ (what a zip without .pyc costs)
 
+With --awscrt, a and b also run on two copies of the tree that differ only in where awscrt is:
+at the top (on the import path, where botocore imports it at start-up) and absent; the zip has
+it under lazy/, off the path. The zip's share taken by awscrt is printed as well.
+
 "in-process" is the time measured inside the child around the work; "process" is the wall
 clock of the whole child, interpreter start-up included. Medians of --runs runs, interleaved.
 Not a test: it only prints figures.
@@ -103,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zip", type=Path, help="zip to measure (default: build one)")
     parser.add_argument("--runs", type=int, default=7, help="runs per scenario (default 7)")
+    parser.add_argument("--awscrt", action="store_true",
+                        help="also compare awscrt under lazy/ (as built) with awscrt at the top and absent")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-") as tmp:
@@ -117,6 +123,20 @@ def main() -> None:
                   "the figures include compiling the sources", file=sys.stderr)
         bare = tmp_path / "tree-no-pyc"
         shutil.copytree(tree, bare, ignore=shutil.ignore_patterns("__pycache__"))
+
+        variants = []
+        if args.awscrt:
+            lazy = tree / "lazy"
+            if not lazy.is_dir():
+                sys.exit("--awscrt: the zip has no lazy/ directory")
+            at_top = tmp_path / "tree-awscrt-at-top"
+            shutil.copytree(tree, at_top)
+            for entry in (at_top / "lazy").iterdir():
+                entry.rename(at_top / entry.name)
+            (at_top / "lazy").rmdir()
+            absent = tmp_path / "tree-no-awscrt"
+            shutil.copytree(tree, absent, ignore=lambda d, _: ["lazy"] if Path(d) == tree else [])
+            variants = [("awscrt at top", at_top), ("no awscrt", absent)]
 
         config = tmp_path / "wif-config.json"
         config.write_text(json.dumps(CREDENTIAL_CONFIG))
@@ -140,6 +160,8 @@ def main() -> None:
             ("b: import lambda_function + first call", tree, BODIES["b"]),
             ("b, tree without .pyc", bare, BODIES["b"]),
         ]
+        for label, where in variants:
+            scenarios += [(f"a, {label}", where, BODIES["a"]), (f"b, {label}", where, BODIES["b"])]
         for _, where, body in scenarios:  # warm the OS file cache once
             run_once(where, body, {**env, "LAMBDA_TASK_ROOT": str(where)})
         timings: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in scenarios}
@@ -161,6 +183,20 @@ def main() -> None:
         nopyc = medians["b, tree without .pyc"]
         print(f"ratio b/a: {b[0] / a[0]:.2f} in-process, {b[1] / a[1]:.2f} process;"
               f"  .pyc save {nopyc[0] - b[0]:.2f}s per cold start (b)")
+        if variants:
+            with zipfile.ZipFile(zip_path) as zf:
+                # Each entry costs its data plus a local header (30 bytes) and a central one (46),
+                # each holding the name.
+                share = sum(i.compress_size + 76 + 2 * len(i.filename)
+                            for i in zf.infolist() if i.filename.startswith("lazy/"))
+            print(f"awscrt in the zip (lazy/): {share / 1e6:.1f} MB; without it the zip would be "
+                  f"{(size - share) / 1e6:.1f} MB (at the top: the same size as under lazy/)")
+            for label, _ in variants:
+                for kind in ("a", "b"):
+                    other = medians[f"{kind}, {label}"]
+                    mine = a if kind == "a" else b
+                    print(f"{kind}, {label} vs as built (lazy/): {1000 * (other[0] - mine[0]):+.0f} ms "
+                          f"in-process, {1000 * (other[1] - mine[1]):+.0f} ms process")
 
 
 if __name__ == "__main__":
