@@ -20,6 +20,8 @@ fake-gcs-server behaviour the front compensates for:
   ``...GenerationMatch`` / ``...MetagenerationMatch`` ones before forwarding (412).
 * A ``crc32c`` / ``md5Hash`` declared with an upload is never checked (a wrong one gets 200).
   The front checks them as Cloud Storage does (see ``GcsFront``).
+* Object names Cloud Storage refuses (CR / LF, ``.``, ``..``, over 1024 bytes,
+  ``.well-known/acme-challenge/...``) are stored. The front answers 400 (``check_names``).
 
 ``tests/rig/DIFFERENCES.md`` lists what still differs from Cloud Storage.
 """
@@ -351,6 +353,7 @@ class GcsFront(RigService):
         self.permissions: dict[str, set[str]] = {}
         self.enforce_generation_match = True
         self.check_checksums = True
+        self.check_names = True
         self.checksum_refusals: list[str] = []
         self.unverified: list[str] = []
         # upload_id -> {"range": str, "final": bytes, "declared": {...}, "digests": RunningDigests | None}
@@ -370,6 +373,7 @@ class GcsFront(RigService):
             self.permissions.clear()
             self.enforce_generation_match = True
             self.check_checksums = True
+            self.check_names = True
             self.checksum_refusals.clear()
             self.unverified.clear()
 
@@ -414,6 +418,29 @@ class GcsFront(RigService):
             raise RuntimeError(f"generation lookup answered HTTP {status}")
         resource = json.loads(answer)
         return int(resource["generation"]), int(resource["metageneration"])
+
+
+def name_problem(name: str) -> str | None:
+    """Why Cloud Storage refuses an object name (cloud.google.com/storage/docs/objects#naming), or None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= 1024:
+        return f"object names are 1 to 1024 bytes of UTF-8, this one is {size}"
+    if "\r" in name or "\n" in name:
+        return "object names cannot contain carriage returns or line feeds"
+    if name in (".", ".."):
+        return f"an object cannot be named {name!r}"
+    if name.startswith(".well-known/acme-challenge/"):
+        return "object names cannot start with '.well-known/acme-challenge/'"
+    return None
+
+
+def _resource_name(body: bytes) -> str | None:
+    try:
+        resource = json.loads(body) if body else None
+    except ValueError:
+        return None
+    name = resource.get("name") if isinstance(resource, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _wanted(query: dict[str, list[str]], name: str) -> int | None:
@@ -530,6 +557,14 @@ class _FrontHandler(BodyReading):
             if front.check_checksums and self._forward_chunk(front, target, upload_id):
                 return
 
+        if self.command == "POST" and front.check_names:
+            rewrite, compose = _REWRITE.fullmatch(path), _COMPOSE.fullmatch(path)
+            named = (query.get("name") or [None])[0] if _RESUMABLE_INIT.fullmatch(path) else None
+            if rewrite or compose:
+                named = urllib.parse.unquote((rewrite or compose).group(4 if rewrite else 2))  # type: ignore[union-attr]
+            if named is not None and not self._name_allowed(named):
+                return
+
         if self.command == "POST" and front.enforce_generation_match:
             rewrite, compose = _REWRITE.fullmatch(path), _COMPOSE.fullmatch(path)
             if rewrite or compose:
@@ -553,6 +588,10 @@ class _FrontHandler(BodyReading):
             if body is None:
                 return
             bucket_name = urllib.parse.unquote(init_match.group(1))
+            if front.check_names and "name" not in query:
+                named = _resource_name(body)
+                if named is not None and not self._name_allowed(named, body_read=True):
+                    return
             if check_generation and not self._generation_matches(front, bucket_name, query, body):
                 return
             if front.check_checksums:
@@ -698,6 +737,10 @@ class _FrontHandler(BodyReading):
             parts = multipart_parts(spool, size, self.headers.get("Content-Type", ""))
             if parts is not None:
                 metadata, media_start, media_end = parts
+                named = _resource_name(metadata)
+                if front.check_names and "name=" not in target.query and named is not None:
+                    if not self._name_allowed(named, body_read=True):
+                        return
                 digests = RunningDigests()
                 spool.seek(media_start)
                 remaining = media_end - media_start
@@ -761,6 +804,16 @@ class _FrontHandler(BodyReading):
             )
             return False
         return True
+
+    def _name_allowed(self, name: str, *, body_read: bool = False) -> bool:
+        """False, after answering 400 as Cloud Storage does, for a name it cannot hold."""
+        problem = name_problem(name)
+        if problem is None:
+            return True
+        if not body_read:
+            self._drain_body()
+        self._send_json(400, _error_body(400, f"The object name is not valid: {problem}.", "invalid"))
+        return False
 
     def _preconditions_hold(self, front: GcsFront, checks: list[tuple[str, str, str, int]]) -> bool:
         """Check (bucket, name, "generation" | "metageneration", wanted) against the live objects;

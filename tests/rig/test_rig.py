@@ -665,7 +665,9 @@ def test_an_upload_altered_in_transit_is_refused_by_its_declared_checksum(
 ) -> None:
     """The two together: the copier's declared CRC32C / MD5 make Cloud Storage refuse altered bytes."""
     data = os.urandom(500_000)
-    with FaultProxy(front.url, seed=5, plan=FaultPlan(corrupt=1.0, corrupt_body="request", max_faults=1)) as proxy:
+    plan = FaultPlan(corrupt=1.0, corrupt_body="request", max_faults=1,
+                     match=lambda method, path: method == "POST" and path.startswith("/upload/"))
+    with FaultProxy(front.url, seed=5, plan=plan) as proxy:
         client = storage.Client(project="p", credentials=credentials, client_options={"api_endpoint": proxy.url})
         bucket = client.bucket(bucket_name)
         with pytest.raises(api_exceptions.BadRequest):
@@ -756,3 +758,44 @@ def test_compose_honours_target_and_source_preconditions(
 
     front.enforce_generation_match = False
     composed.compose(parts, if_generation_match=0)  # the backend alone lets it through
+
+
+# -- GcsFront: names Cloud Storage cannot hold -----------------------------------------------------
+
+BAD_NAMES = ["a\nb", "a\rb", ".", "..", ".well-known/acme-challenge/token", "x" * 1025, "é" * 513]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=["lf", "cr", "dot", "dotdot", "acme", "1025", "1026-utf8"])
+def test_a_name_cloud_storage_refuses_is_refused(
+    front: GcsFront, gcs_backend: FakeGcsServer, client: storage.Client, bucket_name: str, name: str
+) -> None:
+    bucket = client.bucket(bucket_name)
+    bucket.blob("src").upload_from_string(b"s")
+    uploads = [
+        lambda: bucket.blob(name).upload_from_string(b"small"),  # multipart, the name in the metadata part
+        lambda: bucket.blob(name).upload_from_string(os.urandom(BIG)),  # resumable
+        lambda: bucket.blob(name).rewrite(bucket.blob("src")),
+        lambda: bucket.blob(name).compose([bucket.blob("src")]),
+    ]
+    if name in (".", ".."):
+        del uploads[2:]  # in a URL path the HTTP client resolves them away before sending
+    for upload in uploads:
+        with pytest.raises(api_exceptions.BadRequest) as raised:
+            upload()
+        assert "The object name is not valid" in raised.value.message
+    assert [o["name"] for o in gcs_backend.list_objects(bucket_name)] == ["src"]
+
+    if name not in ("a\nb", ".well-known/acme-challenge/token"):
+        return  # the others the filesystem backend cannot store either (500 / 400)
+    front.check_names = False  # fake-gcs-server itself stores it
+    bucket.blob(name).upload_from_string(b"small")
+    assert name in [o["name"] for o in gcs_backend.list_objects(bucket_name)]
+
+
+def test_names_at_the_limits_are_accepted(client: storage.Client, gcs_backend: FakeGcsServer, bucket_name: str) -> None:
+    # Path segments stay under 256 bytes: the filesystem backend cannot store longer ones.
+    longest = ["/".join(["x" * 200] * 5) + "/" + "y" * 19, "/".join(["é" * 100] * 5) + "/" + "z" * 19]
+    assert [len(n.encode()) for n in longest] == [1024, 1024]
+    for name in (*longest, ".well-known/other", "..."):
+        client.bucket(bucket_name).blob(name).upload_from_string(b"ok")
+    assert len(gcs_backend.list_objects(bucket_name)) == 4
