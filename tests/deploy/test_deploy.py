@@ -130,7 +130,7 @@ def test_function_handler_runtime_and_architecture(template):
     timeout = template["Parameters"]["Timeout"]
     assert (timeout["Default"], timeout["MaxValue"]) == (300, 900)
     storage = template["Parameters"]["EphemeralStorage"]
-    assert (storage["Default"], storage["MinValue"], storage["MaxValue"]) == (2048, 512, 10240)
+    assert (storage["Default"], storage["MinValue"], storage["MaxValue"]) == (512, 512, 10240)
     assert template["Parameters"]["MemorySize"]["Default"] == 1024
 
 
