@@ -422,7 +422,8 @@ compile() {
     -s "$tree" -p "$TASK_ROOT" "${@:-$tree}" >&2 || die "compileall failed"
 }
 
-# The installed, pruned (and compiled) dependencies depend only on these; a cache entry is one tree.
+# The installed, pruned and compiled dependencies depend only on these (the exact Python that
+# compiles them included); a cache entry is one such tree.
 deps_key() {
   "$PYTHON" -I -c 'import hashlib, sys
 h = hashlib.sha256()
@@ -430,7 +431,8 @@ for path in sys.argv[1:3]:
     with open(path, "rb") as handle:
         h.update(handle.read())
 h.update(" ".join(sys.argv[3:]).encode())
-print(h.hexdigest()[:24])' "$ROOT/requirements.txt" "${BASH_SOURCE[0]}" "$PYTHON_VERSION" "${target_python:+pyc}"
+print(h.hexdigest()[:24])' "$ROOT/requirements.txt" "${BASH_SOURCE[0]}" "$PYTHON_VERSION" \
+    "$( [[ -z $target_python ]] || "$target_python" -c 'import sys; print(sys.version)')"
 }
 
 install_deps() {
