@@ -593,3 +593,20 @@ def test_the_build_checks_the_audience_itself(tmp_path, project, refused):
     else:
         assert result.returncode == 0, result.stderr
         assert "valid Workload Identity Federation configuration" in result.stderr
+
+
+def test_build_sh_fails_when_its_tree_lacks_the_dependencies(build_cache, tmp_path):
+    """Through build.sh itself: a cache entry emptied under it gives a tree with the function's
+    code and nothing else; the build fails, names what is missing and leaves no zip."""
+    (entry,) = [p.name for p in build_cache.iterdir() if p.name.startswith("deps-")]
+    emptied = tmp_path / "cache"
+    (emptied / entry).mkdir(parents=True)
+    result = build(tmp_path / "out", cache=emptied, label="emptied cache")
+    assert result.returncode != 0 and result.stdout == ""
+    assert "reusing the dependencies" in result.stderr
+    assert "cannot be a working function" in result.stderr
+    for missing in ("boto3/__init__.py", "botocore/__init__.py", "google/cloud/storage/__init__.py",
+                    "google/auth/__init__.py"):
+        assert f"{missing} is missing" in result.stderr, result.stderr
+    assert "lambda_function.py is missing" not in result.stderr
+    assert not (tmp_path / "out" / ZIP_NAME).exists()
