@@ -66,6 +66,7 @@ _JSON_API = re.compile(r"/(?:upload/|download/)?storage/v1/b/([^/]+)(?:/.*)?")
 _RESUMABLE_INIT = re.compile(r"/upload/storage/v1/b/([^/]+)/o")
 _TEST_PERMISSIONS = re.compile(r"/storage/v1/b/([^/]+)/iam/testPermissions")
 _REWRITE = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/rewriteTo/b/([^/]+)/o/(.+)")
+_SERVER_COPY = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/(?:rewriteTo|copyTo)/b/([^/]+)/o/(.+)")
 _COMPOSE = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/compose")
 _PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold."
 _ERROR_REASONS = {
@@ -494,6 +495,15 @@ def _persisted(range_header: str | None) -> int:
     return int(match.group(1)) + 1 if match else 0
 
 
+def _buckets_of(path: str) -> list[str]:
+    """Every bucket a request path touches: both of a rewrite or copy, else the one of ``_bucket_of``."""
+    server_copy = _SERVER_COPY.fullmatch(path)
+    if server_copy:
+        return [urllib.parse.unquote(server_copy.group(1)), urllib.parse.unquote(server_copy.group(3))]
+    bucket = _bucket_of(path)
+    return [bucket] if bucket is not None else []
+
+
 def _bucket_of(path: str) -> str | None:
     """The bucket a request path touches (JSON API or XML-style ``/bucket/object``)."""
     match = _JSON_API.fullmatch(path)
@@ -538,11 +548,11 @@ class _FrontHandler(BodyReading):
             self._refuse(401, "Anonymous caller does not have storage access (rig: no valid bearer token).")
             return
 
-        bucket = _bucket_of(path)
-        status = front.deny.get(bucket) if bucket is not None else None
-        if status is not None:
-            self._refuse(status, f"Rig: requests touching bucket {bucket!r} are denied with HTTP {status}.")
-            return
+        for bucket in _buckets_of(path):
+            status = front.deny.get(bucket)
+            if status is not None:
+                self._refuse(status, f"Rig: requests touching bucket {bucket!r} are denied with HTTP {status}.")
+                return
 
         permissions_match = _TEST_PERMISSIONS.fullmatch(path)
         if permissions_match and self.command == "GET":

@@ -433,6 +433,17 @@ def test_deny_knob_surfaces_as_forbidden(
     with pytest.raises(api_exceptions.Forbidden):
         blob.upload_from_string(os.urandom(BIG))
 
+    # A server-side copy touches two buckets: denied whichever of them is.
+    other = f"rig-{uuid.uuid4().hex[:12]}"
+    front.create_bucket(other)
+    theirs = client.bucket(other).blob("theirs")
+    theirs.upload_from_string(b"theirs")
+    with pytest.raises(api_exceptions.Forbidden):
+        blob.rewrite(theirs)  # into the denied bucket
+    front.deny = {other: 403}
+    with pytest.raises(api_exceptions.Forbidden):
+        client.bucket(bucket_name).blob("copy").rewrite(theirs)  # out of the denied bucket
+
     front.reset()
     assert blob.download_as_bytes() == b"kept"
 
