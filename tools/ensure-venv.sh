@@ -21,7 +21,19 @@ fi
 stamp=.venv/.requirements.sha256
 want=$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in ("requirements.txt", "requirements-dev.txt"))).hexdigest())')
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
-    -r requirements.txt -r requirements-dev.txt
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+    -r requirements.txt -r requirements-dev.txt; then
+    platform="$(uname -s) $(uname -m)"
+    echo "Installing the pinned dependencies failed on $platform (see pip's message above)." >&2
+    case "$platform" in
+      "Darwin x86_64")
+        echo "On Intel Macs, cryptography 50.0.2 and lazy-object-proxy 1.13.0 publish no wheel: pip has to" \
+          "build them from source, which needs Xcode's command line tools and a Rust toolchain." >&2 ;;
+    esac
+    case "$platform" in
+      Darwin*) echo "The pinned fake-gcs-server wheels need macOS 12 or later." >&2 ;;
+    esac
+    exit 1
+  fi
   echo "$want" >"$stamp"
 fi
