@@ -534,7 +534,10 @@ def test_the_zip_step_writes_a_tree_that_can_work(tmp_path):
 def test_the_zip_step_refuses_a_tree_missing_a_part(tmp_path, removed, complaint):
     tree = _craft(tmp_path / "tree", WORKING_TREE)
     target = tree / removed
-    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
     zip_path = tmp_path / "out.zip"
     result = _zip_step(tree, zip_path)
     assert result.returncode != 0
