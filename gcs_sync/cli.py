@@ -3,6 +3,7 @@
     python -m gcs_sync doctor [--write-probe] [--json]
     python -m gcs_sync sync s3://BUCKET[/PREFIX] [--dry-run]
     python -m gcs_sync copy s3://BUCKET/KEY [s3://BUCKET/KEY ...]
+    python -m gcs_sync check s3://BUCKET[/PREFIX] [--deep] [--json]
 
 One subparser per command (``_COMMANDS``): a new command adds its parser and its runner there.
 On a terminal a relative GOOGLE_APPLICATION_CREDENTIALS means the current directory (in Lambda
@@ -35,6 +36,7 @@ examples:
   python -m gcs_sync doctor                          check configuration, credentials, buckets
   python -m gcs_sync sync s3://my-bucket/reports/ --dry-run
   python -m gcs_sync copy s3://my-bucket/reports/2026/summary.csv
+  python -m gcs_sync check s3://my-bucket/reports/      audit: what each destination lacks or holds wrong
 
 local servers (for example the demo's, which run while ./demo.sh runs):
   export AWS_ENDPOINT_URL_S3=http://127.0.0.1:PORT        the local S3
@@ -45,8 +47,8 @@ local servers (for example the demo's, which run while ./demo.sh runs):
                                    a configuration whose token_url names the local token server
   export GCS_DESTINATIONS=gs://demo-primary
 
-exit status: 0 done (doctor: every check passed), 1 an object failed (doctor: a check failed),
-2 the command line or the configuration is wrong."""
+exit status: 0 done (doctor: every check passed; check: no drift), 1 an object failed (doctor: a
+check failed; check: some destination drifted), 2 the command line or the configuration is wrong."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,15 +104,36 @@ def _copy_parser(commands) -> None:
     parser.set_defaults(run=_run_copy)
 
 
+def _check_parser(commands) -> None:
+    parser = commands.add_parser(
+        "check", help="audit: compare an S3 prefix with every destination; writes nothing",
+        description="Compare every object under s3://BUCKET/PREFIX with what each destination holds and "
+        "report, per destination: ok, missing, stale (an older source state), mismatched (claims the "
+        "current state, but size or checksums disagree), foreign (not written by gcs-sync) and extra (a "
+        "copy whose source is gone), with up to 100 examples of each. Listings decide; --deep also reads "
+        "each source object whose copy looks right and proves it against S3's record and the copy. "
+        "A sync repairs what it finds (except extras).",
+        epilog="examples:
+  python -m gcs_sync check s3://my-bucket/reports/
+"
+               "  python -m gcs_sync check s3://my-bucket --deep --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.example = "python -m gcs_sync check s3://my-bucket/reports/"
+    parser.add_argument("source", metavar="s3://BUCKET[/PREFIX]", help="the bucket, and optionally a key prefix")
+    parser.add_argument("--deep", action="store_true", help="also read the source objects to prove their copies")
+    parser.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
+    parser.set_defaults(run=_run_check)
+
+
 # Each command: (its parser, added under the subcommands). Add new commands here.
-_COMMANDS: tuple[Callable, ...] = (_doctor_parser, _sync_parser, _copy_parser)
+_COMMANDS: tuple[Callable, ...] = (_doctor_parser, _sync_parser, _copy_parser, _check_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.example = "python -m gcs_sync doctor"
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,sync,copy}",
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,sync,copy,check}",
                                      parser_class=_Parser)
     for add in _COMMANDS:
         add(commands)
@@ -146,11 +169,60 @@ def _run_copy(args) -> int:
     return _with_runtime(lambda runtime: _copy(runtime, refs))
 
 
+def _run_check(args) -> int:
+    try:
+        bucket, prefix = _split_s3_url(args.source, "check", key_required=False)
+    except _UsageError as exc:
+        return _usage(exc)
+    return _with_runtime(lambda runtime: _check(runtime, bucket, prefix, args.deep, args.json))
+
+
+def _check(runtime, bucket: str, prefix: str, deep: bool, as_json: bool) -> int:
+    from .audit import KINDS
+    from .handler import handle
+
+    request: dict = {"bucket": bucket, "prefix": prefix, "deep": deep}
+    results = []
+    while True:  # no deadline on a terminal: run the continuation chain to the end
+        result = handle({"check": request}, None, runtime)
+        results.append(result)
+        if "continuation" not in result:
+            break
+        request = {**request, "continuation": result["continuation"]}
+    merged = {"ok": all(r["ok"] for r in results), "bucket": bucket, "prefix": prefix, "deep": deep,
+              "listed": sum(r["listed"] for r in results), "destinations": []}
+    for i, first in enumerate(results[0]["destinations"]):
+        parts = [r["destinations"][i] for r in results]
+        examples: dict[str, list] = {}
+        for part in parts:
+            for kind, names in part["examples"].items():
+                examples.setdefault(kind, []).extend(names)
+        merged["destinations"].append({
+            "destination": first["destination"],
+            "counts": {k: sum(p["counts"][k] for p in parts) for k in KINDS},
+            "examples": {k: v[:100] for k, v in examples.items()},
+            **({"errors": [p["error"] for p in parts if p.get("error")]} if any(p.get("error") for p in parts) else {}),
+        })
+    if as_json:
+        print(json.dumps(merged, indent=2, ensure_ascii=False))
+    else:
+        print(f"s3://{bucket}/{prefix}: {merged['listed']} objects listed" + (" (deep)" if deep else ""))
+        for entry in merged["destinations"]:
+            counts = ", ".join(f"{n} {k}" for k, n in entry["counts"].items() if n)
+            print(f"{entry['destination']}: {counts or 'nothing under the prefix'}")
+            for kind, names in entry["examples"].items():
+                for name in names:
+                    print(f"  {kind:<10} {name}")
+            for error in entry.get("errors", []):
+                print(f"  error      {error}")
+    return 0 if merged["ok"] else 1
+
+
 def _with_runtime(work: Callable) -> int:
     try:
         from . import metrics
         from .config import Settings
-        from .handler import Runtime
+        from .runtime import Runtime
 
         settings = Settings.from_environ(code_dir=CODE_DIR, relative_to=os.getcwd())
         logs.configure_from(settings.log)

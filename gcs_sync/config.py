@@ -152,6 +152,8 @@ class Settings:
     memory_mb: int = 1024  # the function's memory setting (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
     log_level: str = "INFO"
     log: LogSettings = LogSettings()
+    fanout: str = "copy"  # copy: upload once, copy server-side to the other destinations; upload: to each
+    primary_destination: str | None = None  # Destination.url of the one uploaded to (FANOUT=copy)
     aws_region: str | None = None
     aws_keys_present: bool = False
     in_lambda: bool = False
@@ -230,6 +232,7 @@ class Settings:
                 f"create {staging_dir}, or remove STAGING_DIR to stage under {tempfile.gettempdir()}"))
 
         log = LogSettings._parse(env, problems, warnings)
+        fanout, primary = _fanout(env, destinations, problems)
 
         key_filter = KeyFilter(
             include=tuple(t for t in _SPLIT.split(env.get("INCLUDE", "").strip()) if t),
@@ -260,6 +263,8 @@ class Settings:
             memory_mb=memory_mb,
             log_level=log.level,
             log=log,
+            fanout=fanout,
+            primary_destination=primary,
             aws_region=credentials.aws_region,
             aws_keys_present=credentials.aws_keys_present,
             in_lambda=credentials.in_lambda,
@@ -292,6 +297,33 @@ class Settings:
             aws_keys_present=bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")),
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
         )
+
+
+def _fanout(env: Mapping[str, str], destinations: list, problems: list) -> tuple[str, str | None]:
+    """FANOUT (copy | upload) and PRIMARY_DESTINATION (one of GCS_DESTINATIONS, as written)."""
+    fanout = env.get("FANOUT", "").strip().lower() or "copy"
+    if fanout not in ("copy", "upload"):
+        problems.append(Problem(
+            "FANOUT", f"{env.get('FANOUT')!r} is neither copy nor upload",
+            "set FANOUT=copy (upload once, copy inside Cloud Storage: the default) or FANOUT=upload "
+            "(upload to every destination from the function)"))
+        fanout = "copy"
+    raw = env.get("PRIMARY_DESTINATION", "").strip()
+    if not raw:
+        return fanout, None
+    urls = [d.url for d in destinations]
+    try:
+        wanted = parse_destination(raw).url
+    except ValueError:
+        wanted = None
+    if wanted not in urls:
+        problems.append(Problem(
+            "PRIMARY_DESTINATION", f"{raw!r} is not one of GCS_DESTINATIONS",
+            "set it to one destination exactly as written in GCS_DESTINATIONS, e.g. "
+            f"PRIMARY_DESTINATION={urls[0] if urls else 'gs://my-bucket/backup/'}, or remove it (the first "
+            "destination that needs the write is used)"))
+        return fanout, None
+    return fanout, wanted
 
 
 class _DestinationProblem(ValueError):

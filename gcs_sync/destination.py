@@ -16,7 +16,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from .config import Destination
 from .deadline import Deadline
-from .errors import ChecksumMismatch, CredentialsError, DestinationError, PreconditionFailed
+from .errors import ChecksumMismatch, CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
 from .metadata import Digests, SourceState, user_metadata
 from .proof import copy_disagrees
 from .source import SourceObject
@@ -46,12 +46,26 @@ class HeldObject:
 
 
 class Writer(Protocol):
+    """Everything the copy asks of Cloud Storage."""
+
     def held(self, destination: Destination, name: str) -> HeldObject | None: ...
 
     def upload(
         self, destination: Destination, name: str, path: str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject: ...
+
+    def open_stream(self, destination: Destination, name: str, obj: SourceObject, state: SourceState,
+                    if_generation_match: int, chunk_size: int) -> Any: ...
+
+    def rewrite(self, source: tuple[Destination, str, int], destination: Destination, name: str,
+                obj: SourceObject, state: SourceState, if_generation_match: int) -> HeldObject: ...
+
+    def delete(self, destination: Destination, name: str, generation: int) -> None: ...
+
+    def discard(self, destination: Destination, name: str, generation: int) -> bool: ...
+
+    def list_held(self, destination: Destination, first: str, last: str) -> dict[str, HeldObject]: ...
 
 
 class GcsWriter:
@@ -115,6 +129,41 @@ class GcsWriter:
             return _held(blob)
         raise AssertionError("unreachable")
 
+    def open_stream(self, destination: Destination, name: str, obj: SourceObject, state: SourceState,
+                    if_generation_match: int, chunk_size: int) -> Any:
+        """A resumable upload fed chunk by chunk (``streaming.DestinationStream``)."""
+        from .streaming import DestinationStream
+
+        return DestinationStream(self.session, self.endpoint, destination, name, obj, state,
+                                 if_generation_match, chunk_size, self._deadline)
+
+    def rewrite(self, source: tuple[Destination, str, int], destination: Destination, name: str,
+                obj: SourceObject, state: SourceState, if_generation_match: int) -> HeldObject:
+        """Copy generation ``source[2]`` of ``source[1]`` in ``source[0]`` server-side (objects.rewrite),
+        looping on the rewrite token within the deadline. The body carries the whole metadata (a
+        non-empty body replaces it all): content headers, user metadata, provenance and proof."""
+        from_bucket, from_name, generation = source[0].bucket, source[1], source[2]
+        source_blob = self._client.bucket(from_bucket).blob(from_name, generation=generation)
+        blob = self._client.bucket(destination.bucket).blob(name)
+        for attr, value in obj.headers.items():
+            setattr(blob, attr, value)
+        blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
+        token = None
+        try:
+            while True:
+                if self._deadline.expired():
+                    raise DestinationError(f"gs://{destination.bucket}/{name}: the invocation's time ran out "
+                                           "during a server-side copy; will retry", retryable=True)
+                token, _, _ = blob.rewrite(
+                    source_blob, token=token, if_generation_match=if_generation_match,
+                    if_source_generation_match=generation, timeout=self._timeout(), retry=self._retry())
+                if token is None:
+                    return _held(blob)
+        except GcsSyncError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "rewrite", source=f"gs://{from_bucket}/{from_name}") from exc
+
     def delete(self, destination: Destination, name: str, generation: int) -> None:
         """Delete the object only while it is still ``generation``; absent already counts as done."""
         blob = self._client.bucket(destination.bucket).blob(name)
@@ -158,6 +207,13 @@ class GcsWriter:
         return False
 
 
+class RewriteRefused(DestinationError):
+    """A server-side copy was refused (403): this destination is written by upload instead."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=False)
+
+
 def _held(blob: Any) -> HeldObject:
     return HeldObject(
         generation=int(blob.generation or 0),
@@ -186,11 +242,20 @@ def _bucket_not_found(destination: Destination) -> DestinationError:
     )
 
 
-def translate(exc: Exception, destination: Destination, name: str, action: str) -> Exception:
-    """Any exception from a Cloud Storage call -> one of ours, naming the object and destination."""
+def translate(exc: Exception, destination: Destination, name: str, action: str, *,
+              source: str | None = None) -> Exception:
+    """Any exception from a Cloud Storage call -> one of ours, naming the object and destination.
+
+    ``source``: for a server-side copy, the object copied from.
+    """
     where = f"gs://{destination.bucket}/{name}"
     if isinstance(exc, gexc.PreconditionFailed):
         return PreconditionFailed(f"{where}: changed while we were writing; looking again")
+    if isinstance(exc, gexc.Forbidden) and source:
+        return RewriteRefused(
+            f"{where}: Cloud Storage refused the server-side copy from {source} (403: {exc.message}). Grant "
+            f"the service account Storage Object Viewer (roles/storage.objectViewer) on the bucket of {source}, "
+            "or set FANOUT=upload (a VPC Service Controls perimeter between the buckets also refuses it)")
     if isinstance(exc, gexc.Forbidden):
         return DestinationError(
             f"{where}: permission denied on {action}. Grant the service account Storage Object Admin "
@@ -207,6 +272,10 @@ def translate(exc: Exception, destination: Destination, name: str, action: str) 
             return _bucket_not_found(destination)
         return DestinationError(f"{where}: Cloud Storage answered {exc.code} to the {action} (an upload "
                                 "session expired or was lost); will retry", retryable=True)
+    if isinstance(exc, gexc.BadRequest) and "doesn't match calculated" in str(exc.message):
+        return DestinationError(f"{where}: Cloud Storage refused the bytes it received: they do not match the "
+                                f"checksums sent with them (altered in transit: {exc.message}); will retry",
+                                retryable=True)
     if isinstance(exc, gexc.BadRequest):
         return DestinationError(f"{where}: Cloud Storage refused the {action}: {exc.message}", retryable=False)
     if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):

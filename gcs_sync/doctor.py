@@ -174,13 +174,16 @@ def run_checks(
     code_dir: str | None = None,
     relative_to: str | None = None,
     write_probe: bool = False,
+    refused_server_copies: tuple[str, ...] = (),
 ) -> dict:
     """Run every check; return ``{"ok": bool, "checks": [{check, ok, detail, fix}, ...]}``. Never raises.
 
     ``relative_to``: what a relative GOOGLE_APPLICATION_CREDENTIALS is resolved against (the
     command line passes the current directory); by default the function's code directory.
+    ``refused_server_copies``: destinations whose server-side copies this container saw refused.
     """
     doctor = _Doctor(os.environ if environ is None else environ, code_dir, write_probe, relative_to)
+    doctor.refused_server_copies = set(refused_server_copies)
     try:
         doctor.run()
     except Exception as exc:  # noqa: BLE001 - the doctor reports, it never raises
@@ -211,6 +214,8 @@ class _Doctor:
         self.aws_account: str | None = None
         self.auth: Any = None
         self.storage: Any = None
+        self.permissions: dict[str, set[str]] = {}  # destination URL -> permissions held on its bucket
+        self.refused_server_copies: set[str] = set()
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -270,6 +275,13 @@ class _Doctor:
         for destination in destinations:
             self.check(f"destination {destination.url}", (CONFIGURATION, TOKEN_EXCHANGE),
                        lambda d=destination: self._destination(d))
+        if self.settings and self.settings.fanout == "copy" and len(destinations) > 1:
+            primary = next((d for d in destinations if d.url == self.settings.primary_destination), destinations[0])
+            for target in destinations:
+                if target is not primary:
+                    self.check(f"server copy {primary.url} -> {target.url}",
+                               (f"destination {primary.url}", f"destination {target.url}"),
+                               lambda p=primary, t=target: self._server_copy(p, t))
         sources = self._source_buckets()
         if sources is None:
             self.check(SOURCE_BUCKET, (CONFIGURATION,), lambda: _Outcome(
@@ -531,7 +543,7 @@ class _Doctor:
 
     def _storage_client(self) -> Any:
         if self.storage is None:
-            from .handler import gcs_client
+            from .runtime import gcs_client
 
             settings = self.settings
             assert settings is not None
@@ -575,6 +587,7 @@ class _Doctor:
         except api_exc.GoogleAPICallError as exc:
             return _failed(f"testIamPermissions on {destination.bucket} failed: HTTP "
                            f"{exc.code}: {_brief(exc)}", "retry; if it persists, see the detail")
+        self.permissions[destination.url] = held
         missing = [p for p in PERMISSIONS if p not in held]
         problems = []
         if "storage.objects.create" in missing:
@@ -612,6 +625,21 @@ class _Doctor:
         if not self.write_probe:
             return _passed(detail)
         return self._probe(bucket, destination, detail, grant)
+
+    def _server_copy(self, primary: Destination, target: Destination) -> _Outcome:
+        """FANOUT=copy: objects.rewrite from the primary needs storage.objects.get on the primary's
+        bucket and create + delete on the target's (both asked with testIamPermissions above)."""
+        fix = (f"grant roles/storage.objectViewer on gs://{primary.bucket} to {self._member()} (a VPC "
+               "Service Controls perimeter around one bucket also refuses it), or set FANOUT=upload to "
+               "upload to every destination from the function")
+        if "storage.objects.get" not in self.permissions.get(primary.url, set()):
+            return _failed(f"storage.objects.get missing on {primary.bucket}: the server-side copy from "
+                           f"{primary.url} is refused, so {target.url} is uploaded to instead", fix)
+        if target.url in self.refused_server_copies:
+            return _failed(f"this container saw Cloud Storage refuse (403) server-side copies from {primary.url} "
+                           f"to {target.url}; it uploads to {target.url} instead (one more transfer out of AWS)",
+                           fix)
+        return _passed(f"objects.rewrite from {primary.url} permitted: each object leaves AWS once")
 
     def _bucket_missing(self, destination: Destination, exc: Exception) -> _Outcome:
         return _failed(

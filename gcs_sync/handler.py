@@ -14,44 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import events, logs, metrics
-from .auth import GoogleAuth
 from .config import Settings
-from .deadline import Deadline
-from .destination import GcsWriter
 from .errors import CopyFailed, GcsSyncError
 from .events import BatchOperations, CheckRequest, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
-from .source import CONNECT_TIMEOUT, READ_TIMEOUT, S3Source
-from .transfer import FAILED, SKIPPED, Copier, ObjectReport, Staging
+from .runtime import Runtime
+from .transfer import FAILED, SKIPPED, ObjectReport, Staging
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_RESULTS = 100
 MAX_RESULT_STRING = 1000
 COUNTED = ("copied", "repaired", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
-
-
-@dataclass
-class Runtime:
-    """Everything built once per container and shared by warm invocations."""
-
-    settings: Settings
-    auth: GoogleAuth
-    s3: Any
-    writer: GcsWriter
-    copier: Copier
-    deadline: Deadline
-
-    @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
-        deadline = Deadline()
-        auth = GoogleAuth.from_settings(settings, deadline)
-        pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
-        s3 = s3_client(pool + settings.object_concurrency * settings.s3_read_parts)
-        client = gcs_client(settings, auth, pool)
-        writer = GcsWriter(client, deadline, session=client._http, endpoint=settings.gcs_api_endpoint)
-        copier = Copier(settings, S3Source(s3, deadline, parts=settings.s3_read_parts, part_size=settings.stream_chunk),
-                        writer, deadline)
-        return cls(settings, auth, s3, writer, copier, deadline)
 
 
 class Container:
@@ -68,10 +41,11 @@ class Container:
             from . import doctor
 
             events.parse(event)  # refuses options: the event form never writes
-            return doctor.run_checks(code_dir=self.code_dir)
+            refused = tuple(self.runtime.copier.refused_server_copies) if self.runtime else ()
+            return doctor.run_checks(code_dir=self.code_dir, refused_server_copies=refused)
         if self.runtime is None:
             settings = Settings.from_environ(code_dir=self.code_dir)
-            logs.configure(settings.log_level)
+            logs.configure_from(settings.log)
             for warning in settings.warnings:
                 log.warning(warning)
             self.runtime = Runtime.build(settings)
@@ -81,43 +55,6 @@ class Container:
         if self.runtime is not None:
             self.runtime.copier.close()
         self.runtime = None
-
-
-def s3_client(pool: int) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # Bounded: each attempt connects within 3 s and each socket read within 30 s; S3Source then
-    # shortens both the reads and botocore's retries to the invocation's remaining time.
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
-        max_pool_connections=max(10, pool),
-    )
-    return boto3.session.Session().client("s3", config=config)
-
-
-def gcs_client(settings: Settings, auth: GoogleAuth, pool: int) -> Any:
-    import os
-
-    import requests.adapters
-    from google.auth.transport.requests import AuthorizedSession
-    from google.cloud import storage
-
-    # python-storage >= 3.11 otherwise issues a GET of each bucket's metadata per blob call,
-    # only to annotate traces (and needs storage.buckets.get to do so).
-    os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "1")
-    session = AuthorizedSession(auth.credentials)
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, pool))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    options = {"api_endpoint": settings.gcs_api_endpoint} if settings.gcs_api_endpoint else None
-    # project=None explicitly: no project lookup, so no call to cloudresourcemanager.
-    return storage.Client(
-        project=settings.google_cloud_project, credentials=auth.credentials,
-        _http=session, client_options=options,
-    )
 
 
 def handle(event: Any, context: Any, runtime: Runtime) -> Any:

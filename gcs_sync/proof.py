@@ -232,8 +232,22 @@ class SourceCorrupt(ChecksumMismatch):
     """The bytes read from S3 differ from S3's own record of the object."""
 
 
-def check_copy(where: str, *, size: int, crc32c: str | None, md5: str | None, reading: Digests) -> None:
-    """The one check of a finished copy: Cloud Storage's size, CRC32C and MD5 against the source's."""
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a verified copy holds (size, CRC32C, MD5): the expected values of copies made from it."""
+
+    size: int
+    crc32c_b64: str | None
+    md5_b64: str | None = None
+    plan: Plan = Plan(NONE)
+
+    def md5_differs(self, reported: str | None) -> bool:
+        return bool(reported) and self.md5_b64 is not None and reported != self.md5_b64
+
+
+def check_copy(where: str, *, size: int, crc32c: str | None, md5: str | None, reading: Any) -> None:
+    """The one check of a finished copy: Cloud Storage's size, CRC32C and MD5 against the source's
+    (``reading``: the ``Reading`` of the source, or the ``Fingerprint`` of the copy it was made from)."""
     problems = []
     if size != reading.size:
         problems.append(f"{size} bytes, the source has {reading.size}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import queue
 import random
 import threading
@@ -22,6 +23,7 @@ from urllib.parse import quote
 from .config import Destination
 from .deadline import MIN_CALL_SECONDS, Deadline
 from .errors import DestinationError, GcsSyncError, PreconditionFailed
+from .destination import HeldObject
 from .metadata import SourceState, user_metadata
 from .proof import CRC32C, MD5, b64_from_hex
 from .source import SourceObject
@@ -84,14 +86,36 @@ class DeadlineTransport:
 
     def __init__(self, session: Any, deadline: Deadline):
         self._session, self._deadline = session, deadline
+        self.final_hash: str | None = None  # X-Goog-Hash for the request that finishes the upload
 
     def request(self, method: str, url: str, data: Any = None, headers: Any = None, timeout: Any = None,
                 **kwargs: Any) -> Any:
         if self._deadline.expired():
             raise _TimeRanOut()
+        if self.final_hash and method == "PUT" and _finishes(headers):
+            # Cloud Storage checks the hashes sent with the last chunk and refuses to finalize
+            # bytes that differ (the bytes read were proven against S3's record just before).
+            headers = {**headers, "X-Goog-Hash": self.final_hash}
         read = self._deadline.timeout(REQUEST_TIMEOUT)
         return self._session.request(method, url, data=data, headers=headers,
                                      timeout=(min(CONNECT_TIMEOUT, read), read), **kwargs)
+
+
+def _finishes(headers: Any) -> bool:
+    """Whether a chunk PUT carries the object's last byte (``Content-Range: bytes A-B/TOTAL``)."""
+    match = _CONTENT_RANGE.match((headers or {}).get("content-range", "") or "")
+    if not match:
+        return False
+    end, total = match["end"], match["total"]
+    return total != "*" and (end is None and total == "0" or end is not None and int(end) + 1 == int(total))
+
+
+def _refused_checksum(response: Any) -> bool:
+    text = str(getattr(response, "text", "") or "")
+    return "doesn't match calculated" in text or "do not match" in text
+
+
+_CONTENT_RANGE = re.compile(r"^bytes (?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)$")
 
 
 class DestinationStream:
@@ -181,6 +205,20 @@ class DestinationStream:
                 return exc.response
             raise
 
+    def finish_with(self, crc32c_b64: str | None, md5_b64: str | None) -> None:
+        """The whole object's hashes, known once the read is proven: sent with the last chunk."""
+        hashes = [f"crc32c={crc32c_b64}"] if crc32c_b64 else []
+        if md5_b64:
+            hashes.append(f"md5={md5_b64}")
+        self._transport.final_hash = ",".join(hashes) or None
+
+    def written(self) -> HeldObject:
+        """What Cloud Storage holds after the upload finished (its answer to the last request)."""
+        result = self.result or {}
+        return HeldObject(generation=int(result.get("generation", 0)),
+                          source=SourceState.from_metadata(result.get("metadata")),
+                          size=int(result.get("size", -1)), crc32c=result.get("crc32c"), md5=result.get("md5Hash"))
+
     def cancel(self) -> None:
         url = self._upload.resumable_url
         if url and not (self._upload.finished or self.completed) and not self._deadline.expired():
@@ -203,6 +241,10 @@ class DestinationStream:
                     f"{self.where}: permission denied ({status}) on {action}. Grant the service account "
                     f"Storage Object Admin (roles/storage.objectAdmin) on gs://{self.destination.bucket}.",
                     retryable=False) from exc
+            if status == 400 and _refused_checksum(exc.response):
+                raise DestinationError(f"{self.where}: Cloud Storage refused the bytes it received: they do not "
+                                       "match the checksums sent with them (altered in transit); will retry",
+                                       retryable=True) from exc
             if status in (404, 410) and self._upload.resumable_url:
                 raise SessionLost(f"{self.where}: the upload session answered {status} (expired or lost); "
                                   "starting a new upload") from exc

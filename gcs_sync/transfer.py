@@ -20,13 +20,17 @@ from typing import Any, Iterator, Sequence
 
 from .config import Destination, Settings
 from .deadline import Deadline
-from .destination import HeldObject, Writer
+from .destination import HeldObject, RewriteRefused, Writer
 from .errors import ChecksumMismatch, GcsSyncError, PreconditionFailed, SourceChanged, SourceGone, StagingError
-from .proof import CRC32C, check_copy
 from .events import ObjectRef, printable
-from .metadata import Digests, SourceState, object_name_problem
-from .ordering import Decision, compare_sequencers, decide, same_state
+from .metadata import SourceState, object_name_problem
+from .ordering import compare_sequencers
+from .plan import AGAIN, ASK_SOURCE, CURRENT, SUPERSEDED, Final, Write, plan_for, resolve
+from .plan import Plan as SlotPlan
+from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
 from .source import Source, SourceObject
+from .streaming import SessionLost
+from .ways import ServerCopy, StagedUpload, StreamedUpload, Way
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects
 COPIED = "copied"
 REPAIRED = "repaired"  # rewritten: the copy claimed the current state, its size or checksums disagreed
 DELETED = "deleted"
-CURRENT = "already_current"
-SUPERSEDED = "superseded"
 KEPT = "kept"  # a delete that did not apply: the copy is newer, foreign, or the source is back
 ABSENT = "already_absent"
 SKIPPED = "skipped"
@@ -202,11 +204,31 @@ class _KnownNames:
                 self._names.popitem(last=False)
 
 
-class _Restart(Exception):
-    """The source moved on while deciding: read its latest state and start this object again."""
+@dataclass(eq=False)
+class Slot:
+    """One destination of one object: where it goes, what is there, the plan, what came of it."""
+
+    destination: Destination
+    name: str
+    held: HeldObject | None = None
+    plan: SlotPlan | None = None
+    written: HeldObject | None = None  # set by a way of writing
+    error: GcsSyncError | None = None  # set by a way of writing
+    result: DestinationResult | None = None
+
+    @property
+    def where(self) -> str:
+        return f"gs://{self.destination.bucket}/{self.name}"
 
 
 class Copier:
+    """One object -> every destination: look, decide (``plan.plan_for``), write one of three ways
+    (``ways``), prove every copy, report.
+
+    With ``FANOUT=copy`` and several destinations the bytes leave AWS once: they are uploaded to
+    one destination (the primary) and copied server-side from that verified copy to the others.
+    """
+
     def __init__(self, settings: Settings, source: Source, writer: Writer, deadline: Deadline | None = None):
         self.settings = settings
         self.source = source
@@ -219,10 +241,18 @@ class Copier:
         )
         self._known = _KnownNames()
         self._streams = threading.BoundedSemaphore(streams_in_flight(settings))
+        self._no_server_copy: set[str] = set()  # destinations that refused a server-side copy (403)
+        self._lock = threading.Lock()
 
     def remember(self, destination: Destination, name: str) -> None:
         """``name`` is known to exist at ``destination``: copies to it look before writing."""
         self._known.add((destination, name))
+
+    @property
+    def refused_server_copies(self) -> list[str]:
+        """Destinations this container writes by upload because they refused a server-side copy."""
+        with self._lock:
+            return sorted(self._no_server_copy)
 
     def copy_all(self, refs: Sequence[ObjectRef], staging: Staging) -> list[ObjectReport]:
         """Copy (or, for removed refs, mirror the delete of) every ref; one report each, in order."""
@@ -236,15 +266,22 @@ class Copier:
 
     def copy(self, ref: ObjectRef, staging: Staging) -> ObjectReport:
         report, targets = self._targets(ref)
-        if targets and self.deadline.expired():
-            report.results.extend(self._result(d, n, FAILED, retryable=True, error=(
-                f"{ref.url}: not started, the invocation's time ran out; Lambda's retry copies it "
-                "(raise the function's timeout if this repeats)")) for d, n in targets)
-        elif targets:
+        slots = [Slot(d, n) for d, n in targets]
+        if slots and self.deadline.expired():
+            for slot in slots:
+                slot.result = self._failed(slot, retryable=True, error=(
+                    f"{ref.url}: not started, the invocation's time ran out; Lambda's retry copies it "
+                    "(raise the function's timeout if this repeats)"))
+        elif slots:
             try:
-                report.results.extend(self._copy_to(ref, targets, staging))
+                self._copy_slots(ref, slots, staging)
             except SourceGone as exc:
                 report.skipped = f"source gone: {exc}"
+                slots = []
+        for slot in slots:
+            if slot.result.outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED):
+                self.remember(slot.destination, slot.name)
+        report.results.extend(slot.result for slot in slots)
         return _logged(report)
 
     def delete(self, ref: ObjectRef) -> ObjectReport:
@@ -312,16 +349,19 @@ class Copier:
             report.skipped = "no destination takes this key (see the SRC_PREFIX= form of GCS_DESTINATIONS)"
         return report, targets
 
-    def _copy_to(self, ref: ObjectRef, targets: list, staging: Staging) -> list[DestinationResult]:
-        done: dict[int, DestinationResult] = {}
-        pending = list(range(len(targets)))
+    # ------------------------------------------------------------------ one object
+
+    def _copy_slots(self, ref: ObjectRef, slots: list[Slot], staging: Staging) -> None:
+        """Give every slot a result. The source is read again (up to SOURCE_ATTEMPTS times) for the
+        slots whose write needs it: the source moved on, or a write that cannot be repeated was refused."""
+        pending = slots
+        self._started = time.monotonic()
         for attempt in range(SOURCE_ATTEMPTS):
-            started = time.monotonic()
             # What each destination holds is looked up while S3 answers the GET: its headers give
             # the state to decide on, its body is read only when some destination needs it.
             as_new = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
-            lookups = {i: None if as_new and targets[i] not in self._known
-                       else self._destinations.submit(self._held, targets[i]) for i in pending}
+            lookups = {slot: None if as_new and (slot.destination, slot.name) not in self._known
+                       else self._destinations.submit(self._held, slot) for slot in pending}
             try:
                 obj, body = self.source.open(ref.bucket, ref.key, ref.version_id)
             except GcsSyncError as exc:
@@ -330,251 +370,234 @@ class Copier:
                         future.result()
                 if isinstance(exc, SourceGone):
                     raise
-                for i in pending:
-                    done[i] = self._result(*targets[i], FAILED, error=str(exc), retryable=exc.retryable)
-                break
+                for slot in pending:
+                    slot.result = self._failed(slot, error=str(exc), retryable=exc.retryable)
+                return
             try:
-                restart = self._decide_and_write(ref, obj, body, targets, pending, lookups, done, staging, started)
+                pending = self._settle(ref, obj, body, pending, lookups, staging)
             finally:
                 body.close()  # unread when no destination needed it
-            if not restart:
-                break
-            pending = restart
-        else:
-            for i in pending:
-                d, n = targets[i]
-                done[i] = self._result(d, n, FAILED, retryable=True, error=(
-                    f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
-                    "the next event or retry copies its latest state"))
-        for i, result in done.items():
-            if result.outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED):
-                self.remember(*targets[i])
-        return [done[i] for i in range(len(targets)) if i in done]
+            if not pending:
+                return
+        for slot in pending:
+            slot.result = self._failed(slot, retryable=True, error=(
+                f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
+                "the next event or retry copies its latest state"))
 
-    def _decide_and_write(self, ref: ObjectRef, obj: SourceObject, body: Any, targets: list, pending: list,
-                          lookups: dict, done: dict, staging: Staging, started: float) -> list[int]:
-        """Fill ``done`` with what this state settles; return the targets to start again with
-        (the source changed under the read, or a look after a 412 found it moved on)."""
+    def _settle(self, ref: ObjectRef, obj: SourceObject, body: Any, slots: list[Slot], lookups: dict,
+                staging: Staging) -> list[Slot]:
+        """Plan each slot for the state read and write those that need it; return the slots to
+        start again with a new read."""
         for field_name in obj.unmapped:
             log.info("source field not mapped", extra={"fields": {"source": obj.url, "field": field_name}})
         state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
-
-        def held(i: int) -> HeldObject | None | GcsSyncError:
-            if lookups[i] is not None:
-                return lookups[i].result()
-            # Not looked up: sent as new (None), unless the object grew past the size the event gave.
-            return self._held(targets[i]) if obj.size > WRITE_AS_NEW_MAX else None
-
-        plans = {i: self._plan(targets[i], state, held(i), started) for i in pending}
-        to_write = []
-        for i, plan in plans.items():
-            if isinstance(plan, DestinationResult):
-                done[i] = plan
-            elif plan is not _RESTART:
-                to_write.append((i, plan))
-        restart = [i for i, plan in plans.items() if plan is _RESTART]
-        if to_write:
+        again: list[Slot] = []
+        for slot in slots:
+            if lookups[slot] is not None:
+                held = lookups[slot].result()
+            else:  # not looked up: written as new, unless the object grew past the size the event gave
+                held = self._held(slot) if obj.size > WRITE_AS_NEW_MAX else None
+            self._replan(slot, state, held)
+            if slot.plan is AGAIN:
+                again.append(slot)
+        writes = [slot for slot in slots if isinstance(slot.plan, Write) and slot.result is None]
+        if writes:
             try:
-                written = self._stage_and_write(obj, body, state, targets, to_write, staging, started)
+                again += self._write(obj, body, state, slots, writes, staging)
             except SourceChanged:
-                return restart + [i for i, _ in to_write]
+                return again + writes
             except GcsSyncError as exc:
                 if isinstance(exc, SourceGone):
                     raise
-                for i, _ in to_write:
-                    d, n = targets[i]
-                    done[i] = self._result(d, n, FAILED, error=str(exc), retryable=exc.retryable)
-                written = {}
-            for i, result in written.items():
-                if result is _RESTART:
-                    restart.append(i)
-                else:
-                    done[i] = result
-        return restart
+                for slot in writes:
+                    if slot.result is None:
+                        slot.result = self._failed(slot, error=str(exc), retryable=exc.retryable)
+        return again
 
-    def _held(self, target: tuple[Destination, str]) -> HeldObject | None | GcsSyncError:
+    def _held(self, slot: Slot) -> HeldObject | None | GcsSyncError:
         try:
-            return self.writer.held(*target)
+            return self.writer.held(slot.destination, slot.name)
         except GcsSyncError as exc:
             return exc
 
-    def _plan(self, target: tuple[Destination, str], state: SourceState,
-              held: HeldObject | None | GcsSyncError, started: float):
-        """From what a destination holds: a final result, _RESTART, or the held object to replace."""
-        destination, name = target
-        try:
-            if isinstance(held, GcsSyncError):
+    def _replan(self, slot: Slot, state: SourceState, held: HeldObject | None | GcsSyncError) -> None:
+        """The slot's plan from what it holds (S3 asked when the metadata cannot tell); a plan that
+        writes nothing also gives the slot its result."""
+        slot.result = None
+        if isinstance(held, GcsSyncError):
+            if isinstance(held, SourceGone):
                 raise held
-            decision = self._decide(state, held)
-        except _Restart:
-            return _RESTART
+            slot.plan, slot.result = None, self._failed(slot, error=str(held), retryable=held.retryable)
+            return
+        slot.held = held
+        try:
+            plan = plan_for(state, held)
+            if plan is ASK_SOURCE:  # same second, no comparable sequencer: S3 knows which is current
+                plan = resolve(state, held, self.source.head(state.bucket, state.key).state())
         except SourceGone:
             raise  # deleted while we looked: the object is skipped, not failed
         except GcsSyncError as exc:
-            return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
-        if decision is Decision.WRITE:
-            return _Write(held)
-        if decision is Decision.CURRENT:
-            problem = held.disagreement() if held else None
-            if problem:
-                log.warning("copy disagrees with its provenance", extra={"fields": {
-                    "source": f"s3://{state.bucket}/{state.key}", "object": f"gs://{destination.bucket}/{name}", "problem": problem}})
-                return _Write(held, repair=True)
-            return self._result(destination, name, CURRENT, started=started,
-                                proof=held.source.proof if held and held.source else None)
-        return self._result(destination, name, decision.value, started=started)
+            slot.plan, slot.result = None, self._failed(slot, error=str(exc), retryable=exc.retryable)
+            return
+        slot.plan = plan
+        if isinstance(plan, Write) and plan.repair:
+            log.warning("copy disagrees with its provenance", extra={"fields": {
+                "source": obj_url(state), "object": slot.where, "problem": held.disagreement()}})
+        if isinstance(plan, Final):
+            slot.result = self._result(slot.destination, slot.name, plan.outcome, started=self._started,
+                                       proof=plan.proof)
 
-    def _decide(self, state: SourceState, held: HeldObject | None) -> Decision:
-        decision = decide(state, held.source if held else None)
-        if decision is not Decision.UNDECIDED:
-            return decision
-        # Same second, no comparable sequencer: S3 knows which state is current.
-        current = self.source.head(state.bucket, state.key).state()
-        if same_state(current, state):
-            return Decision.WRITE
-        if held and held.source and same_state(current, held.source):
-            return Decision.SUPERSEDED
-        if state.version_id:
-            return Decision.SUPERSEDED  # the event named an older version; a newer one is current
-        raise _Restart()
+    # ------------------------------------------------------------------ writing
 
-    def _stage_and_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
-                         staging: Staging, started: float) -> dict:
-        """``body``: the unread body of the GET ``obj`` came from; consumed or closed here."""
+    def _write(self, obj: SourceObject, body: Any, state: SourceState, slots: list[Slot], writes: list[Slot],
+               staging: Staging) -> list[Slot]:
+        """Write ``writes`` (each planned Write): upload to the primary, copy server-side to the
+        others (FANOUT=copy), or upload to every one. Returns the slots to start again."""
+        origin, uploads, copies = self._fan_out_plan(slots, writes)
+        if origin is not None:  # a destination already holds exactly this state, verified: no bytes read
+            return self._server_copies(origin, origin.held.generation, _fingerprint_of(origin.held), copies, obj,
+                                       replace(state, crc32c=origin.held.source.crc32c or origin.held.crc32c,
+                                               proof=origin.held.source.proof), fallback=None)
         if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
             try:
-                return self._staged_write(obj, body, state, targets, to_write, staging, started)
+                with staging.file(obj.size, obj.url) as path:
+                    with open(path, "wb") as sink:
+                        reading = self.source.read_into(obj, sink, body)
+                    state = replace(state, crc32c=reading.crc32c_b64, proof=reading.plan.proof)
+                    upload = StagedUpload(self.writer, self._destinations, path, obj, state, reading)
+                    again = self._apply(upload, uploads, state)
+                    return again + self._after_upload(uploads, copies, obj, state, reading, fallback=upload)
             except StagingError as exc:  # no room next to the objects in flight: stream instead
                 log.info("streaming instead of staging", extra={"fields": {"source": obj.url, "reason": str(exc)}})
                 body = None  # partly read into the staged file: read again, pinned
-        return self._stream_and_write(obj, body, state, targets, to_write, started)
-
-    def _staged_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
-                      staging: Staging, started: float) -> dict:
-        with staging.file(obj.size, obj.url) as path:
-            with open(path, "wb") as sink:
-                digests = self.source.read_into(obj, sink, body)
-            state = replace(state, crc32c=digests.crc32c_b64, proof=digests.plan.proof)
-            results = self._fan_out(
-                lambda item: self._write(targets[item[0]], item[1], path, obj, state, digests, started),
-                to_write,
-            )
-        return {i: result for (i, _), result in zip(to_write, results)}
-
-    def _stream_and_write(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
-                          started: float) -> dict:
-        """Read once, feeding resumable uploads at every destination as the bytes arrive; at most
-        ``streams_in_flight`` objects at a time (the others wait for a slot)."""
-        with self._streams:
-            return self._stream_to(obj, body, state, targets, to_write, started)
-
-    def _stream_to(self, obj: SourceObject, body: Any, state: SourceState, targets: list, to_write: list,
-                   started: float) -> dict:
-        from .streaming import ChunkSink, DestinationStream, Feeder, SessionLost
-
         plan = obj.plan
         state = replace(state, proof=plan.proof,
                         crc32c=plan.expected if plan.proof == CRC32C and not plan.per_part else None)
-        feeders = {}
-        for i, plan in to_write:
-            destination, name = targets[i]
-            feeders[i] = Feeder(DestinationStream(
-                self.writer.session, self.writer.endpoint, destination, name, obj, state,
-                plan.held.generation if plan.held else 0, self.settings.stream_chunk, self.deadline))
-        running = [self._destinations.submit(f.run) for f in feeders.values()]
+        with self._streams:  # at most streams_in_flight objects stream at once
+            stream = StreamedUpload(self.writer, self.source, self._destinations, obj, body, state,
+                                    self.settings.stream_chunk)
+            again = self._apply(stream, uploads, state)
+        return again + self._after_upload(uploads, copies, obj, state, stream.fingerprint, fallback=None)
 
-        def emit(offset: int, piece: bytes) -> None:
-            for feeder in feeders.values():
-                feeder.put(offset, piece)
+    def _fan_out_plan(self, slots: list[Slot], writes: list[Slot]) -> tuple[Slot | None, list[Slot], list[Slot]]:
+        """(origin, uploads, copies). ``origin``: a slot already holding exactly this state, verified,
+        to copy from without reading the source; else the primary is uploaded and the others copied."""
+        if self.settings.fanout != "copy" or len(slots) < 2:
+            return None, writes, []
+        with self._lock:
+            direct = [s for s in writes if s.destination.url in self._no_server_copy]
+        copyable = [s for s in writes if s not in direct]
+        if not copyable:
+            return None, writes, []
+        primary = self.settings.primary_destination
+        current = [s for s in slots if isinstance(s.plan, Final) and s.plan.outcome == CURRENT and s.held]
+        current.sort(key=lambda s: s.destination.url != primary)
+        if current and (primary is None or current[0].destination.url == primary
+                        or primary not in {s.destination.url for s in writes}):
+            return current[0], direct, copyable
+        first = next((s for s in copyable if s.destination.url == primary), copyable[0])
+        return None, [first] + direct, [s for s in copyable if s is not first]
 
-        sink = ChunkSink(self.settings.stream_chunk, emit)
-        try:
-            digests = self.source.read_into(obj, sink, body)
-        except BaseException:
-            for feeder in feeders.values():
-                feeder.close()  # without the last chunk: nothing is finalized
-            for future in running:
-                future.result()
-            for feeder in feeders.values():
-                feeder.stream.cancel()
-            raise
-        for feeder in feeders.values():
-            feeder.put(*sink.last())
-            feeder.close()
-        for future in running:
-            future.result()
+    def _after_upload(self, uploads: list[Slot], copies: list[Slot], obj: SourceObject, state: SourceState,
+                      fingerprint: Any, fallback: Way | None) -> list[Slot]:
+        """The server-side copies from the primary's upload, once it is written and proven."""
+        if not copies:
+            return []
+        primary = uploads[0]
+        outcome = primary.result.outcome if primary.result else None
+        if outcome in (COPIED, REPAIRED):
+            return self._server_copies(primary, primary.written.generation, fingerprint, copies, obj, state, fallback)
+        if outcome == CURRENT and primary.held is not None:  # another writer put exactly this state there
+            return self._server_copies(primary, primary.held.generation, _fingerprint_of(primary.held), copies,
+                                       obj, state, fallback)
+        if outcome == FAILED and fallback is not None:
+            # The primary failed on its own (refused, throttled): the next destination becomes the
+            # primary, uploaded from the same staged file, and the rest are copied from it.
+            log.info("primary destination failed; uploading to the next", extra={"fields": {
+                "object": primary.where, "error": primary.result.error}})
+            again = self._apply(fallback, copies[:1], state)
+            return again + self._after_upload(copies[:1], copies[1:], obj, state, fingerprint, fallback)
+        # The primary failed (the stream is spent), holds a newer state, or must be read again:
+        # the others are planned again with a new read, and one of them is uploaded.
+        return copies
 
-        results = {}
-        plans = dict(to_write)
-        for i, feeder in feeders.items():
-            destination, name = targets[i]
-            if feeder.error is None:
-                written = feeder.stream.result or {}
-                results[i] = self._proven(destination, name, plans[i], digests, started,
-                                          generation=int(written.get("generation", 0)),
-                                          size=int(written.get("size", -1)),
-                                          crc32c=written.get("crc32c"), md5=written.get("md5Hash"))
-            elif isinstance(feeder.error, SessionLost):
-                log.info("upload session lost", extra={"fields": {"object": feeder.stream.where,
-                                                                   "error": str(feeder.error)}})
-                results[i] = _RESTART  # a new upload needs the bytes again: read the source again
-            elif isinstance(feeder.error, PreconditionFailed):
-                results[i] = self._after_conflict(destination, name, state, started)
-            else:
-                results[i] = self._result(destination, name, FAILED, error=str(feeder.error),
-                                          retryable=feeder.error.retryable, started=started)
-        return results
+    def _server_copies(self, origin: Slot, generation: int, fingerprint: Any, copies: list[Slot],
+                       obj: SourceObject, state: SourceState, fallback: Way | None) -> list[Slot]:
+        way = ServerCopy(self.writer, self._destinations, (origin.destination, origin.name, generation), obj,
+                         state, fingerprint)
+        again = self._apply(way, copies, state)
+        refused = [slot for slot in copies if isinstance(slot.error, RewriteRefused) and slot.result is None]
+        for slot in refused:
+            self._refuse_server_copies(slot)
+        if refused and fallback is not None:
+            again += self._apply(fallback, refused, state)
+        elif refused:
+            again += refused  # uploaded after a new read (this destination now takes uploads)
+        return again
 
-    def _after_conflict(self, destination: Destination, name: str, state: SourceState, started: float):
-        """Another writer got there first (412): look again; a write that is still due restarts."""
-        final, _ = self._look_again(destination, name, state, started)
-        return _RESTART if final is None else final
+    def _refuse_server_copies(self, slot: Slot) -> None:
+        with self._lock:
+            first = slot.destination.url not in self._no_server_copy
+            self._no_server_copy.add(slot.destination.url)
+        if first:
+            log.warning("server-side copy refused; uploading to this destination instead", extra={"fields": {
+                "destination": slot.destination.url, "error": str(slot.error)}})
 
-    def _look_again(self, destination: Destination, name: str, state: SourceState, started: float):
-        """After a 412: ``(None, plan)`` when our write is still due, else ``(outcome, None)``
-        where the outcome is a final result or _RESTART. Decided as before the write (``_plan``)."""
-        plan = self._plan((destination, name), state, self._held((destination, name)), started)
-        return (None, plan) if isinstance(plan, _Write) else (plan, None)
-
-    def _write(self, target, plan: "_Write", path: str, obj: SourceObject,
-               state: SourceState, digests: Digests, started: float):
-        destination, name = target
-        held = plan.held
+    def _apply(self, way: Way, slots: list[Slot], state: SourceState) -> list[Slot]:
+        """Write ``slots`` one way, under the one policy for every way: a finished copy is proven
+        (and removed if it fails); a 412 means look again and decide again; a lost session or a
+        write still due after a 412 is written again (or read again, when the way cannot repeat).
+        Returns the slots to start again with a new read; a refused server-side copy is left to the
+        caller (``slot.error``, no result)."""
+        again: list[Slot] = []
+        todo = slots
         for _ in range(WRITE_ATTEMPTS):
-            try:
-                written = self.writer.upload(destination, name, path, obj, state, digests,
-                                             if_generation_match=held.generation if held else 0)
-                return self._proven(destination, name, plan, digests, started, generation=written.generation,
-                                    size=written.size, crc32c=written.crc32c, md5=written.md5)
-            except PreconditionFailed:
-                final, plan = self._look_again(destination, name, state, started)
-                if final is not None:
-                    return final
-                held = plan.held
-            except GcsSyncError as exc:
-                return self._result(destination, name, FAILED, error=str(exc), retryable=exc.retryable, started=started)
-        return self._result(destination, name, FAILED, retryable=True, started=started, error=(
-            f"gs://{destination.bucket}/{name}: other writers kept replacing the object "
-            f"({WRITE_ATTEMPTS} attempts); the next event or retry settles it"))
+            if not todo:
+                return again
+            way.write(todo)
+            retry: list[Slot] = []
+            for slot in todo:
+                error = slot.error
+                if error is None:
+                    slot.result = self._proven(slot, way.fingerprint)
+                elif isinstance(error, PreconditionFailed):
+                    self._replan(slot, state, self._held(slot))
+                    if isinstance(slot.plan, Write):
+                        (retry if way.repeatable else again).append(slot)
+                    elif slot.plan is AGAIN:
+                        again.append(slot)
+                elif isinstance(error, SessionLost):
+                    log.info("upload session lost", extra={"fields": {"object": slot.where, "error": str(error)}})
+                    (retry if way.repeatable else again).append(slot)
+                elif not isinstance(error, RewriteRefused):
+                    slot.result = self._failed(slot, error=str(error), retryable=error.retryable)
+            todo = retry
+        for slot in todo:
+            slot.result = self._failed(slot, retryable=True, error=(
+                f"{slot.where}: other writers kept replacing the object ({WRITE_ATTEMPTS} attempts); "
+                "the next event or retry settles it"))
+        return again
 
-    def _proven(self, destination: Destination, name: str, plan: "_Write", digests: Digests, started: float,
-                *, generation: int, size: int, crc32c: str | None, md5: str | None) -> DestinationResult:
+    def _proven(self, slot: Slot, fingerprint: Any) -> DestinationResult:
         """The one check of a finished copy, whatever wrote it; a copy that fails it is removed."""
-        where = f"gs://{destination.bucket}/{name}"
+        written = slot.written
         try:
-            check_copy(where, size=size, crc32c=crc32c, md5=md5, reading=digests)
+            check_copy(slot.where, size=written.size, crc32c=written.crc32c, md5=written.md5, reading=fingerprint)
         except ChecksumMismatch as exc:
-            return self._result(destination, name, FAILED, retryable=True, started=started,
-                                error=f"{exc}; {self._discard(destination, name, generation)}")
-        return self._result(destination, name, plan.outcome, nbytes=digests.size, started=started,
-                            proof=digests.plan.proof)
+            return self._failed(slot, retryable=True, error=f"{exc}; {self._discard(slot, written.generation)}")
+        return self._result(slot.destination, slot.name, slot.plan.outcome, nbytes=fingerprint.size,
+                            started=self._started, proof=fingerprint.plan.proof)
 
-    def _discard(self, destination: Destination, name: str, generation: int) -> str:
+    def _discard(self, slot: Slot, generation: int) -> str:
         """Remove a copy that failed its check; say what became of it."""
-        if generation and self.writer.discard(destination, name, generation):
+        if generation and self.writer.discard(slot.destination, slot.name, generation):
             return "the copy was removed and will be written again"
         return ("the destination still holds this bad copy (it could not be removed); the next event "
                 "or sync rewrites it")
+
+    def _failed(self, slot: Slot, *, error: str, retryable: bool) -> DestinationResult:
+        return self._result(slot.destination, slot.name, FAILED, error=error, retryable=retryable,
+                            started=getattr(self, "_started", None))
 
     def _fan_out(self, fn, items: list) -> list:
         if len(items) == 1:
@@ -604,25 +627,24 @@ class Copier:
 
 def streams_in_flight(settings: Settings) -> int:
     """How many objects may stream at once: each holds up to 1 + (QUEUE_DEPTH + 1) x destinations
-    pieces of STREAM_CHUNK_MB, and together they stay within STREAM_MEMORY_SHARE of the memory."""
+    streamed to pieces of STREAM_CHUNK_MB, and together they stay within STREAM_MEMORY_SHARE of the memory."""
     from .streaming import QUEUE_DEPTH
 
-    per_object = settings.stream_chunk * (1 + (QUEUE_DEPTH + 1) * max(1, len(settings.destinations)))
+    # FANOUT=copy streams to the primary only (the others are copied server-side afterwards).
+    streamed_to = 1 if settings.fanout == "copy" else max(1, len(settings.destinations))
+    per_object = settings.stream_chunk * (1 + (QUEUE_DEPTH + 1) * streamed_to)
     budget = settings.memory_mb * 1024 * 1024 * STREAM_MEMORY_SHARE
     return max(1, min(settings.object_concurrency, int(budget // per_object)))
 
 
-@dataclass(frozen=True)
-class _Write:
-    held: HeldObject | None
-    repair: bool = False  # the held copy claims this state but disagrees with it
-
-    @property
-    def outcome(self) -> str:
-        return REPAIRED if self.repair else COPIED
+def obj_url(state: SourceState) -> str:
+    return f"s3://{state.bucket}/{state.key}"
 
 
-_RESTART = object()
+def _fingerprint_of(held: HeldObject) -> Fingerprint:
+    """What a verified copy in Cloud Storage holds: what copies made from it must hold."""
+    proof = held.source.proof if held.source else None
+    return Fingerprint(held.size, held.crc32c, held.md5, Plan(proof or NONE))
 
 
 def _event_matches(ref: ObjectRef, obj: SourceObject) -> bool:

@@ -115,8 +115,25 @@ class CountdownContext:
         return max(0, int((self._end - time.monotonic()) * 1000))
 
 
+def writes(world: Invoker, bucket: str | None = None, since: int = 0) -> int:
+    """Requests that wrote an object (upload POSTs and server-side copies), after request ``since``,
+    to ``bucket`` or to any bucket."""
+    count = 0
+    for method, path in world.rig.front.requests[since:]:
+        if method != "POST":
+            continue
+        if path.startswith("/upload/storage/v1/b/"):
+            target = path.split("/")[5]
+        elif "/rewriteTo/b/" in path:
+            target = path.split("/rewriteTo/b/", 1)[1].split("/")[0]
+        else:
+            continue
+        count += bucket is None or target == bucket
+    return count
+
+
 def uploads(world: Invoker, bucket: str | None = None, since: int = 0) -> int:
-    """Upload POSTs that reached Cloud Storage (each one writes an object), after request ``since``."""
+    """Upload POSTs only: the object's bytes sent from the function (server-side copies not counted)."""
     wanted = "/upload/" if bucket is None else f"/upload/storage/v1/b/{bucket}/o"
     return sum(1 for method, path in world.rig.front.requests[since:]
                if method == "POST" and path.startswith(wanted))

@@ -76,6 +76,7 @@ def test_healthy_setup_passes_every_check_and_writes_nothing(world):
     assert names == [
         "configuration", "credential configuration", "aws identity", "token exchange",
         f"destination gs://{plain}/", f"destination gs://{prefixed}/mirror/",
+        f"server copy gs://{plain}/ -> gs://{prefixed}/mirror/",  # FANOUT=copy, the default
         f"source bucket s3://{world.source}",
     ]
     checks = by_name(report)
@@ -98,7 +99,7 @@ def test_healthy_setup_passes_every_check_and_writes_nothing(world):
     assert world.rig.tokens.sts_calls == 1 and world.rig.tokens.iam_calls == 1
 
     table = doctor.format_table(report)
-    assert table.splitlines()[-1] == "all 7 checks passed"
+    assert table.splitlines()[-1] == "all 8 checks passed"
     assert "FAIL" not in table and "fix:" not in table
 
 
@@ -376,15 +377,16 @@ def test_format_table_of_a_broken_setup_shows_each_failure_and_its_fix(world):
     report = run(world)
     table = doctor.format_table(report)
 
-    failed = [c for c in report["checks"] if not c["ok"]]
+    failed = [c for c in report["checks"] if not c["ok"] and not doctor.is_not_run(c)]
     assert len(failed) == 3
     lines = table.splitlines()
     for check in failed:
         assert any(line.startswith("FAIL") and check["check"] in line for line in lines), check["check"]
         assert f"fix: {check['fix'].splitlines()[0]}" in table
     total = len(report["checks"])
-    assert lines[-1] == f"{total - 3} of {total} checks passed; 3 failed"
-    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 3
+    # The server copy between the two destinations waits for both: not run.
+    assert lines[-1] == f"{total - 4} of {total} checks passed; 3 failed, 1 not run (each waits for a failed check it needs)"
+    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 4
 
 
 def test_format_table_marks_checks_not_run(world):
@@ -398,7 +400,7 @@ def test_format_table_marks_checks_not_run(world):
 
 def test_unexpected_errors_become_failed_checks_without_secrets(world, monkeypatch):
     """The one patch here: a storage client builder that blows up, quoting a secret."""
-    import gcs_sync.handler
+    import gcs_sync.runtime
 
     dest = world.bucket()
     configure(world, f"gs://{dest}")
@@ -406,8 +408,28 @@ def test_unexpected_errors_become_failed_checks_without_secrets(world, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError(f"boom with {AWS_SECRET_ACCESS_KEY} and {AWS_SESSION_TOKEN} inside")
 
-    monkeypatch.setattr(gcs_sync.handler, "gcs_client", broken)
+    monkeypatch.setattr(gcs_sync.runtime, "gcs_client", broken)
     report = run(world)  # asserts no secret in the output
     check = by_name(report)[f"destination gs://{dest}/"]
     assert check["ok"] is False and "RuntimeError" in check["detail"] and "boom" in check["detail"]
     assert "[redacted]" in check["detail"]
+
+
+def test_server_copies_from_the_primary_are_checked_per_destination(world):
+    primary, other, walled = world.bucket(), world.bucket(), world.bucket()
+    configure(world, f"gs://{primary} gs://{other} gs://{walled}", PRIMARY_DESTINATION=f"gs://{primary}")
+    report = run(world)
+    checks = by_name(report)
+    assert checks[f"server copy gs://{primary}/ -> gs://{other}/"]["ok"] is True
+    assert "leaves AWS once" in checks[f"server copy gs://{primary}/ -> gs://{other}/"]["detail"]
+    # A destination this container saw refuse server-side copies is named, with the fix.
+    report = run(world, refused_server_copies=(f"gs://{walled}/",))
+    check = by_name(report)[f"server copy gs://{primary}/ -> gs://{walled}/"]
+    assert check["ok"] is False and "403" in check["detail"] and "FANOUT=upload" in check["fix"]
+    assert f"roles/storage.objectViewer on gs://{primary}" in check["fix"]
+
+
+def test_fanout_upload_has_no_server_copy_check(world):
+    first, second = world.bucket(), world.bucket()
+    configure(world, f"gs://{first} gs://{second}", FANOUT="upload")
+    assert not [c for c in run(world)["checks"] if c["check"].startswith("server copy")]

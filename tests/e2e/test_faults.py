@@ -170,13 +170,17 @@ def _batch(seed: int) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("path", ["staged", "streamed"])
+@pytest.mark.parametrize("path", ["staged", "streamed", "streamed-upload"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, seed, path):
     """staged: objects go through the temp dir (> 8 MiB: a resumable upload in one request);
     streamed: objects of 2 MiB and more stream in 1 MiB chunks of resumable uploads."""
     print(f"\n[faults] seed={seed} path={path} (set FAULT_SEEDS to choose)")
-    stream = {"STREAM_THRESHOLD_MB": "2", "STREAM_CHUNK_MB": "1"} if path == "streamed" else {}
+    # FANOUT=copy (the default): one upload, a server-side copy to the other destination (faults
+    # hit the rewrite calls too); streamed-upload: FANOUT=upload, a stream to each destination.
+    stream = {"STREAM_THRESHOLD_MB": "2", "STREAM_CHUNK_MB": "1"} if path.startswith("streamed") else {}
+    if path == "streamed-upload":
+        stream["FANOUT"] = "upload"
     plain, prefixed = world.bucket(), world.bucket()
     destinations = [(plain, ""), (prefixed, "mirror/")]
     bodies = _batch(seed)
@@ -188,11 +192,16 @@ def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, see
     records = [world.put(key, body, ContentType="application/octet-stream", Metadata={"seed": str(seed)})
                for key, body in bodies.items()]
 
+    # ``corrupt`` alters one byte of the object's bytes in transit: of an upload chunk on its
+    # way to Cloud Storage, of a GET's body on its way from S3. "0 corrupt" below means each was
+    # caught (S3's record, the hashes Cloud Storage checks) and never became a copy.
     gcs_proxy = FaultProxy(world.rig.front.url, seed=seed, name="gcs-faults", plan=FaultPlan(
         status=0.10, reset_response=0.07, drop_request=0.06, stall=0.03, stall_seconds=2.0,
-        stall_then="forward", max_faults=10, flavor="gcs")).start()
+        stall_then="forward", max_faults=10, flavor="gcs", corrupt=0.05, corrupt_body="request",
+        corruptible=lambda m, p: m == "PUT" and p.startswith("/upload/"))).start()
     s3_proxy = FaultProxy(world.rig.s3.url, seed=seed, name="s3-faults", plan=FaultPlan(
         status=0.10, reset_response=0.15, stall=0.03, stall_seconds=2.0, stall_then="forward",
+        corrupt=0.08, corrupt_body="response", corruptible=lambda m, p: m == "GET",
         max_faults=8, flavor="s3", statuses=(500, 503),
         always=lambda m, p: m in ("HEAD", "GET") and p.split("?")[0].endswith("/stubborn.bin"))).start()
     try:
@@ -248,7 +257,10 @@ def test_bounded_retries_converge_and_nothing_partial_is_ever_visible(world, see
             print(f"  slow requests: gcs={gcs_proxy.slow} s3={s3_proxy.slow}")
         assert faults >= 4, f"seed={seed} path={path}: the run injected too few faults to mean anything"
         uploads = [p for m, p in world.rig.front.requests if m == "PUT" and p.startswith("/upload/")]
-        assert len(uploads) >= (2 * 9 if path == "streamed" else 2), f"seed={seed} path={path}: resumable uploads: {len(uploads)}"
+        streams = {"staged": 0, "streamed": 1, "streamed-upload": 2}[path]
+        assert len(uploads) >= (streams * 9 or 2), f"seed={seed} path={path}: resumable uploads: {len(uploads)}"
+        rewrites = [p for m, p in world.rig.front.requests if m == "POST" and "/rewriteTo/" in p]
+        assert bool(rewrites) == (path != "streamed-upload"), f"seed={seed} path={path}: rewrites: {len(rewrites)}"
         assert corrupt == [] and lost == [], f"seed={seed} path={path}: corrupt={corrupt} lost={lost}"
         assert watcher.seen > 0, f"seed={seed} path={path}: the watcher never saw an object"
         assert watcher.violations == [], f"seed={seed} path={path}: partial or foreign bytes were visible: {watcher.violations[:5]}"
@@ -527,7 +539,7 @@ def test_object_larger_than_the_free_space_streams_and_the_rest_copy(world, monk
     assert world.staging_leftovers() == []
 
 
-def test_disk_full_while_staging_streams_that_object_and_the_rest_copy(world, monkeypatch):
+def test_disk_full_while_staging_streams_that_object_and_the_rest_copy(world, monkeypatch, caplog):
     """The disk fills up (ENOSPC) while one object is being staged: that object is read again on
     the streaming path, which needs no disk; nothing is lost and nothing is left behind."""
     dest = world.bucket()
@@ -555,18 +567,13 @@ def test_disk_full_while_staging_streams_that_object_and_the_rest_copy(world, mo
 
     monkeypatch.setattr(transfer, "open", filling_open, raising=False)  # only the staging writes
     bodies = {"fills-the-disk.bin": os.urandom(3 * MIB), "a.txt": b"a" * 1000, "b.txt": b"b" * 50_000}
-    streamed = []
-    original_stream = transfer.Copier._stream_and_write
-
-    def recording_stream(self, obj, *args):
-        streamed.append(obj.key)
-        return original_stream(self, obj, *args)
-
-    monkeypatch.setattr(transfer.Copier, "_stream_and_write", recording_stream)
-    summary, error, _ = invoke({"Records": [world.put(k, b) for k, b in bodies.items()]})
+    with caplog.at_level("INFO", logger="gcs_sync.transfer"):
+        summary, error, _ = invoke({"Records": [world.put(k, b) for k, b in bodies.items()]})
     assert error is None and summary["copied"] == 3, (error, summary)
     for key, body in bodies.items():
         assert world.gcs_bytes(dest, key) == body
+    streamed = [r.fields["source"].rsplit("/", 1)[1] for r in caplog.records
+                if r.getMessage() == "streaming instead of staging"]
     assert streamed == ["fills-the-disk.bin"]  # staged until the disk filled, then streamed
     assert world.staging_leftovers() == []
 

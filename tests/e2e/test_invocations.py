@@ -25,7 +25,8 @@ import lambda_function
 from gcs_sync import events
 from gcs_sync.errors import EventError
 
-from .conftest import CountdownContext, uploads
+from .conftest import CountdownContext
+from .conftest import writes as written
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "events"
@@ -233,7 +234,7 @@ def test_sqs_with_notifications_moto_produced(world):
     for key, body in files.items():
         assert world.gcs_bytes(plain, key) == body, key
         assert world.gcs_bytes(prefixed, "from-s3/" + key) == body, key
-    assert uploads(world) == 2 * len(files)
+    assert written(world) == 2 * len(files)
 
 
 def test_sqs_multipart_upload_is_copied_once_though_announced_twice(world):
@@ -257,9 +258,9 @@ def test_sqs_multipart_upload_is_copied_once_though_announced_twice(world):
         meta = world.gcs_object(dest, key)
         assert world.gcs_bytes(dest, key) == body
         assert int(meta["size"]) == len(body) and meta["contentType"] == "application/x-test"
-        assert uploads(world) == 1
+        assert written(world) == 1
         assert world.invoke(sqs_event(lambda_sqs_record(messages[1], arn))) == {"batchItemFailures": []}
-    assert uploads(world) == 1, "the second notification must not upload the object again"
+    assert written(world) == 1, "the second notification must not upload the object again"
     assert world.gcs_object(dest, key)["generation"] == meta["generation"]
     assert [f["outcome"] for f in seen] == ["copied", "already_current"]
 
@@ -281,7 +282,7 @@ def test_sqs_multipart_upload_announced_twice_in_one_batch_is_uploaded_once(worl
     assert world.gcs_bytes(dest, key) == b"".join(parts)
     # coalesced: one read, one upload, one logged outcome shared by both messages
     assert [f["outcome"] for f in seen] == ["copied"]
-    assert uploads(world) == 1
+    assert written(world) == 1
 
 
 # -- 2. SQS partial failure -------------------------------------------------------------------
@@ -311,7 +312,7 @@ def test_sqs_reports_exactly_the_failed_messages(world, failure):
         # the other destination of the failing message still got its copy
         assert world.gcs_bytes(good, "denied/report.csv") == b"never lands in the denied bucket"
     else:
-        assert uploads(world) == 1
+        assert written(world) == 1
 
 
 def test_sqs_message_that_is_not_json_fails_alone(world):
@@ -366,7 +367,7 @@ def test_sns_inside_sqs_moto_produced(world):
     result = world.invoke(sqs_event(*(lambda_sqs_record(m, arn) for m in messages)))
     assert result == {"batchItemFailures": []}
     assert world.gcs_bytes(dest, "topic/a b+c.txt") == b"fan-out"
-    assert uploads(world) == 1
+    assert written(world) == 1
 
 
 # -- 4. EventBridge ---------------------------------------------------------------------------
@@ -636,7 +637,7 @@ def test_console_events_work_as_pasted(world):
         dry = world.invoke(console_event("sync-dry-run.json"))
         assert dry["dry_run"] is True and sorted(dry["would_copy"]) == ["incoming/report 2026.csv",
                                                                        "incoming/report-2026.csv"]
-        assert uploads(world) == 0
+        assert written(world) == 0
 
         assert world.invoke(console_event("s3-put.json"))["copied"] == 1
         assert world.gcs_bytes(dest, name) == b"year,total\n2026,1\n"
@@ -648,7 +649,7 @@ def test_console_events_work_as_pasted(world):
         assert {r["resultCode"] for r in batch["results"]} == {"Succeeded"}
         sync = world.invoke(console_event("sync.json"))
         assert sync["complete"] is True and sync["failed"] == 0 and sync["to_copy"] == 0
-        assert uploads(world) == 2
+        assert written(world) == 2
         assert world.gcs_bytes(dest, "console/incoming/report-2026.csv") == b"eventbridge\n"
     finally:
         for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):

@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
+import gcs_sync.plan as plan
 import gcs_sync.transfer as transfer
 from gcs_sync.destination import GcsWriter
 from gcs_sync.errors import CopyFailed, PreconditionFailed
@@ -592,8 +593,8 @@ def test_the_property_finds_an_ordering_bug_when_the_guard_is_disabled(world, mo
     """Proof the property has teeth: with ``decide`` always WRITE (and same-state no-op off),
     hypothesis finds a schedule under which a destination goes back to an older version."""
     harness = Harness(world, monkeypatch, versioned=versioned)
-    monkeypatch.setattr(transfer, "decide", lambda candidate, held: Decision.WRITE)
-    monkeypatch.setattr(transfer, "same_state", lambda a, b: False)
+    monkeypatch.setattr(plan, "decide", lambda candidate, held: Decision.WRITE)
+    monkeypatch.setattr(plan, "same_state", lambda a, b: False)
     found: list[tuple[int, Schedule, str]] = []
 
     @settings(max_examples=SEARCH_EXAMPLES, deadline=None, derandomize=True, database=None,

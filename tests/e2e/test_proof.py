@@ -218,3 +218,56 @@ def test_only_the_bytes_read_are_checked_when_s3_holds_nothing_and_it_says_so(wo
     assert summary["results"][0]["destinations"][0]["proof"] == "none"
     meta = world.gcs_object(dest, "kms.bin")
     assert meta["metadata"]["gcs-sync-proof"] == "none" and meta["crc32c"] == crc32c_b64(body)
+
+
+@pytest.mark.parametrize("path", ["staged", "streamed"])
+def test_bytes_altered_on_their_way_from_s3_are_refused_and_the_retry_copies_them(world, path):
+    first, second = world.bucket(), world.bucket()
+    record, body = upload(world, "in-transit.bin", dict(single="CRC32"))
+    proxy = FaultProxy(world.rig.s3.url, seed=7, name="s3-corrupt", plan=FaultPlan(
+        corrupt=1.0, corrupt_body="response", max_faults=1, flavor="s3",
+        match=lambda method, p: method == "GET" and "in-transit.bin" in p)).start()
+    try:
+        world.configure(f"gs://{first}, gs://{second}", AWS_ENDPOINT_URL_S3=proxy.url,
+                        **(STREAMED if path == "streamed" else {}))
+        with pytest.raises(CopyFailed) as caught:
+            world.notify(record)
+        assert proxy.injected["corrupt_response"] == 1
+        for dest in (first, second):
+            assert f"s3://{world.source}/in-transit.bin -> gs://{dest}/in-transit.bin" in str(caught.value)
+            assert world.gcs_object(dest, "in-transit.bin") is None
+        assert "do not match S3's crc32 record" in str(caught.value) and caught.value.retryable
+        summary = world.notify(record)  # Lambda's retry: the fault does not repeat
+        assert summary["copied"] == 1
+        assert world.gcs_bytes(first, "in-transit.bin") == body == world.gcs_bytes(second, "in-transit.bin")
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("path", ["staged", "streamed"])
+def test_bytes_altered_on_their_way_to_cloud_storage_are_refused_by_it(world, path):
+    dest = world.bucket()
+    record, body = upload(world, "upload.bin", dict(single="CRC32"))
+    # The request carrying the bytes: a multipart POST (staged), a chunk PUT (streamed).
+    carrier = "PUT" if path == "streamed" else "POST"
+    proxy = FaultProxy(world.rig.front.url, seed=8, name="gcs-corrupt", plan=FaultPlan(
+        corrupt=1.0, corrupt_body="request", max_faults=1,
+        match=lambda method, p: method == carrier and p.startswith("/upload/"))).start()
+    try:
+        world.configure(f"gs://{dest}", GCS_API_ENDPOINT=proxy.url, **(STREAMED if path == "streamed" else {}))
+        since = len(world.rig.front.requests)
+        if path == "staged":  # a refused upload fails the copy; Lambda's retry copies it
+            with pytest.raises(CopyFailed) as caught:
+                world.notify(record)
+            assert "refused the bytes it received" in str(caught.value) and caught.value.retryable
+            assert world.gcs_object(dest, "upload.bin") is None  # refused: nothing was finalized
+            assert world.notify(record)["copied"] == 1
+        else:  # a refused chunk is sent again within the invocation (after asking how far it got)
+            assert world.notify(record)["copied"] == 1
+            chunk_puts = [p for m, p in world.rig.front.requests[since:] if m == "PUT" and p.startswith("/upload/")]
+            assert len(chunk_puts) >= 2
+        assert proxy.injected["corrupt_request"] == 1
+        assert not [p for m, p in world.rig.front.requests[since:] if m == "DELETE"]  # no bad copy was made
+        assert world.gcs_bytes(dest, "upload.bin") == body
+    finally:
+        proxy.stop()

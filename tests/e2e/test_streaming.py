@@ -16,14 +16,15 @@ from .conftest import flip_stored_byte
 MIB = 1024 * 1024
 
 
-def stream_everything(world, destinations: str) -> None:
-    world.configure(destinations, STREAM_THRESHOLD_MB="0", STREAM_CHUNK_MB="1")
+def stream_everything(world, destinations: str, **extra: str) -> None:
+    world.configure(destinations, STREAM_THRESHOLD_MB="0", STREAM_CHUNK_MB="1", **extra)
 
 
+@pytest.mark.parametrize("fanout", ["copy", "upload"])
 @pytest.mark.parametrize("size", [0, 1, 256 * 1024, MIB - 1, MIB, 2 * MIB, 3 * MIB + 17])
-def test_streamed_objects_land_whole_at_every_destination(world, size):
+def test_streamed_objects_land_whole_at_every_destination(world, size, fanout):
     plain, prefixed = world.bucket(), world.bucket()
-    stream_everything(world, f"gs://{plain} gs://{prefixed}/p/")
+    stream_everything(world, f"gs://{plain} gs://{prefixed}/p/", FANOUT=fanout)
     body = os.urandom(size)
     summary = world.notify(world.put("big/file.bin", body, ContentType="application/x-big",
                                      CacheControl="no-cache", Metadata={"k": "v"}))
@@ -33,9 +34,16 @@ def test_streamed_objects_land_whole_at_every_destination(world, size):
         meta = world.gcs_object(bucket, name)
         assert meta["contentType"] == "application/x-big" and meta["cacheControl"] == "no-cache"
         assert meta["metadata"]["k"] == "v" and meta["metadata"]["gcs-sync-source-key"] == "big/file.bin"
+    requests = world.rig.front.requests
+    sessions = {p for m, p in requests if m == "POST" and p.startswith("/upload/")}
+    rewrites = [p for m, p in requests if m == "POST" and "/rewriteTo/" in p]
+    if fanout == "copy":  # uploaded to the first destination, copied inside Cloud Storage to the second
+        assert sessions == {f"/upload/storage/v1/b/{plain}/o"} and len(rewrites) == 1
+    else:
+        assert sessions == {f"/upload/storage/v1/b/{plain}/o", f"/upload/storage/v1/b/{prefixed}/o"} and not rewrites
     if size > MIB:  # really chunked: several requests to one resumable session
-        puts = [p for m, p in world.rig.front.requests if m == "PUT" and p.startswith("/upload/")]
-        assert len(puts) >= 2 * ((size + MIB - 1) // MIB)
+        puts = [p for m, p in requests if m == "PUT" and p.startswith("/upload/")]
+        assert len(puts) >= len(sessions) * ((size + MIB - 1) // MIB)
 
 
 def test_the_staging_disk_is_not_used_when_streaming(world, monkeypatch):

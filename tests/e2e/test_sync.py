@@ -24,7 +24,7 @@ import lambda_function
 from gcs_sync.errors import CopyFailed, EventError
 from gcs_sync.sync import encode_token
 
-from .conftest import CountdownContext, uploads
+from .conftest import CountdownContext, writes
 
 
 class OutOfTime(CountdownContext):
@@ -125,9 +125,9 @@ def test_sync_over_a_thousand_objects_resumes_until_complete_and_writes_each_onc
     assert names(world, plain) == set(objects)
     assert names(world, prefixed) == {"mirror/" + key for key in objects}
     # nothing was written twice: exactly one upload per object and destination
-    assert uploads(world, plain) == OBJECTS
-    assert uploads(world, prefixed) == OBJECTS
-    assert uploads(world) == 2 * OBJECTS
+    assert writes(world, plain) == OBJECTS
+    assert writes(world, prefixed) == OBJECTS
+    assert writes(world) == 2 * OBJECTS
     for key in random.Random(7).sample(sorted(objects), 25):
         assert world.gcs_bytes(plain, key) == objects[key]
         assert world.gcs_bytes(prefixed, "mirror/" + key) == objects[key]
@@ -136,7 +136,7 @@ def test_sync_over_a_thousand_objects_resumes_until_complete_and_writes_each_onc
     again = invoke({"sync": {"bucket": world.source, "prefix": "bulk/"}}, CountdownContext(120))
     assert again["complete"] is True and again["to_copy"] == 0 and again["copied"] == 0
     assert again["listed"] == OBJECTS
-    assert uploads(world) == 2 * OBJECTS
+    assert writes(world) == 2 * OBJECTS
 
 
 # -- 2. only what is missing or different ----------------------------------------------------
@@ -148,7 +148,7 @@ def test_second_sync_copies_only_changed_and_missing_objects(world):
     put_many(world, objects)
     full = invoke({"sync": {"bucket": world.source, "prefix": "data/"}})
     assert full["complete"] is True and full["copied"] == 20 and full["failed"] == 0
-    assert uploads(world) == 40
+    assert writes(world) == 40
 
     changed = ["data/file-03.csv", "data/file-07.csv", "data/file-19.csv"]
     for key in changed:
@@ -168,7 +168,7 @@ def test_second_sync_copies_only_changed_and_missing_objects(world):
     assert copied_sources == {"file-03.csv", "file-07.csv", "file-19.csv", "file-11.csv"}
     # 3 changed objects to both destinations, the missing copy to its one destination; no upload
     # is refused: names the listing found are looked up first, not sent "only if absent"
-    assert uploads(world, first, mark) == 3 and uploads(world, second, mark) == 4
+    assert writes(world, first, mark) == 3 and writes(world, second, mark) == 4
     for key in changed:
         assert world.gcs_bytes(first, key) == b"new bytes for " + key.encode()
         assert world.gcs_bytes(second, "copy/" + key) == b"new bytes for " + key.encode()
@@ -204,7 +204,7 @@ def test_dry_run_lists_what_would_be_copied_and_writes_nothing(world):
     assert result["listed"] == 6 and result["to_copy"] == 5
     assert sorted(result["would_copy"]) == sorted(k for k in objects if k != "dry/0.txt")
     assert result["copied"] == 0 and result["failed"] == 0
-    assert uploads(world, since=mark) == 0
+    assert writes(world, since=mark) == 0
     assert not [r for r in world.rig.front.requests[mark:] if r[0] in ("POST", "PUT", "PATCH", "DELETE")]
     assert names(world, dest) == {"dry/0.txt"}
 
@@ -222,7 +222,7 @@ def test_sync_honours_filters_and_source_prefix_remapping(world):
     # the remapped copies are recognised as current: nothing to do the second time
     again = invoke({"sync": {"bucket": world.source}})
     assert again["to_copy"] == 0 and again["copied"] == 0
-    assert uploads(world) == 3
+    assert writes(world) == 3
 
 
 # -- 4. refused requests ------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_sync_without_any_bucket_names_s3_bucket_name(world):
     with pytest.raises(EventError) as caught:
         invoke({"sync": {"prefix": "x/"}})
     assert "S3_BUCKET_NAME" in str(caught.value)
-    assert uploads(world) == 0
+    assert writes(world) == 0
 
 
 def test_continuation_tokens_must_match_bucket_and_prefix(world):
@@ -261,7 +261,7 @@ def test_continuation_tokens_must_match_bucket_and_prefix(world):
         with pytest.raises(EventError) as caught:
             invoke({"sync": {"bucket": world.source, "prefix": "a/", "continuation": garbage}})
         assert "continuation" in str(caught.value)
-    assert uploads(world) == 0
+    assert writes(world) == 0
 
     # the genuine token resumes after the key it names
     resumed = invoke({"sync": {"bucket": world.source, "prefix": "a/", "continuation": token}})
@@ -275,7 +275,7 @@ def test_bucket_outside_source_buckets_is_refused(world):
     with pytest.raises(EventError) as caught:
         invoke({"sync": {"bucket": world.source}})
     assert "SOURCE_BUCKETS" in str(caught.value) and world.source in str(caught.value)
-    assert uploads(world) == 0
+    assert writes(world) == 0
 
 
 # -- 5. a failing destination -------------------------------------------------------------------

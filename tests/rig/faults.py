@@ -77,6 +77,8 @@ class FaultPlan:
     ``drop_request`` applies only to requests that carry a body; a ``reset_response`` drawn for
     a response without a body is not injected (and not counted).
 
+    ``corruptible(method, path_with_query)`` narrows which requests ``corrupt`` may alter, the same way.
+
     ``resettable(method, path_with_query)`` narrows which responses ``reset_response`` may cut
     (default: all; the draws are consumed either way, so the schedule does not shift).
 
@@ -103,6 +105,7 @@ class FaultPlan:
     flavor: Flavor = "gcs"
     match: Callable[[str, str], bool] | None = None
     resettable: Callable[[str, str], bool] | None = None
+    corruptible: Callable[[str, str], bool] | None = None  # narrows ``corrupt`` like ``resettable``
     always: Callable[[str, str], bool] | None = None
     always_kind: Literal["status", "reset_response", "drop_request", "stall", "corrupt"] = "status"
 
@@ -216,6 +219,8 @@ class FaultProxy(RigService):
                     if kind == "drop_request" and not has_body:
                         return _Decision(None)
                     if kind == "reset_response" and plan.resettable and not plan.resettable(method, path):
+                        return _Decision(None)
+                    if kind == "corrupt" and plan.corruptible and not plan.corruptible(method, path):
                         return _Decision(None)
                     status = plan.statuses[pick] if kind == "status" else 0
                     self.scheduled += 1  # reserved now, so concurrent requests cannot overshoot

@@ -22,12 +22,15 @@ def test_objects_streaming_at_once_fit_the_memory_setting():
     from gcs_sync.config import Settings
     from gcs_sync.transfer import streams_in_flight
 
-    def slots(memory_mb: int, destinations: int, chunk_mb: int = 8, concurrency: int = 4) -> int:
+    def slots(memory_mb: int, destinations: int, chunk_mb: int = 8, concurrency: int = 4, fanout="upload") -> int:
         dests = tuple(parse_destination(f"gs://bucket-{i}") for i in range(destinations))
         return streams_in_flight(Settings(destinations=dests, memory_mb=memory_mb, object_concurrency=concurrency,
-                                          stream_chunk=chunk_mb * 1024 * 1024))
+                                          stream_chunk=chunk_mb * 1024 * 1024, fanout=fanout))
 
     assert slots(1024, 2) == 4  # 8 MiB x 7 = 56 MiB each: the object concurrency decides
     assert slots(1024, 4) == 3  # 104 MiB each within 40 % of 1024 MB
     assert slots(128, 4) == 1  # never fewer than one
     assert slots(128, 1, chunk_mb=1) == 4 and slots(3008, 8, concurrency=16) == 6
+    # FANOUT=copy streams to one destination whatever their number: the others are copied server-side.
+    assert slots(1024, 4, fanout="copy") == slots(1024, 1, fanout="upload") == 4
+    assert slots(3008, 8, concurrency=16, fanout="copy") == 16

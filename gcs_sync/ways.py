@@ -1,0 +1,128 @@
+"""The ways of writing one object's bytes to destinations, behind one interface.
+
+Each way writes a list of slots (one destination of one object each) and records, per slot, what
+Cloud Storage then holds (``slot.written``) or why not (``slot.error``); it never decides or
+retries a refusal: ``transfer.Copier`` applies one policy to every way (prove the copy, look again
+after a 412, fall back after a refused server-side copy).
+
+- ``StagedUpload``: from the file staged under the temp dir (small objects).
+- ``StreamedUpload``: one read of the source feeding resumable uploads as the bytes arrive.
+- ``ServerCopy``: ``objects.rewrite`` from a verified copy in Cloud Storage: no bytes leave AWS.
+
+``repeatable``: whether the way can write a slot again (after a 412 or a lost session) without
+reading the source again.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from typing import Any, Callable, Protocol
+
+from .errors import GcsSyncError
+from .metadata import SourceState
+from .source import Source, SourceObject
+
+
+class Slot(Protocol):
+    destination: Any
+    name: str
+    plan: Any
+    written: Any
+    error: GcsSyncError | None
+
+
+class Way(Protocol):
+    repeatable: bool
+    fingerprint: Any  # what every copy must hold: the source's Reading, or the origin copy's Fingerprint
+
+    def write(self, slots: list) -> None: ...
+
+
+def _each(pool: Executor, slots: list, write_one: Callable[[Any], Any]) -> None:
+    def run(slot: Any) -> None:
+        slot.written, slot.error = None, None
+        try:
+            slot.written = write_one(slot)
+        except GcsSyncError as exc:
+            slot.error = exc
+
+    if len(slots) == 1:
+        run(slots[0])
+    else:
+        list(pool.map(run, slots))
+
+
+class StagedUpload:
+    repeatable = True
+
+    def __init__(self, writer: Any, pool: Executor, path: str, obj: SourceObject, state: SourceState, reading: Any):
+        self._writer, self._pool, self._path = writer, pool, path
+        self._obj, self._state, self.fingerprint = obj, state, reading
+
+    def write(self, slots: list) -> None:
+        _each(self._pool, slots, lambda slot: self._writer.upload(
+            slot.destination, slot.name, self._path, self._obj, self._state, self.fingerprint,
+            if_generation_match=slot.plan.generation))
+
+
+class ServerCopy:
+    # Not repeated after a 412: the refusal may be the origin's (overwritten since it was verified,
+    # ifSourceGenerationMatch); a write still due then starts again from a new read.
+    repeatable = False
+
+    def __init__(self, writer: Any, pool: Executor, origin: tuple, obj: SourceObject, state: SourceState,
+                 fingerprint: Any):
+        """``origin``: (destination, name, generation) of the verified copy copied from."""
+        self._writer, self._pool, self.origin = writer, pool, origin
+        self._obj, self._state, self.fingerprint = obj, state, fingerprint
+
+    def write(self, slots: list) -> None:
+        _each(self._pool, slots, lambda slot: self._writer.rewrite(
+            self.origin, slot.destination, slot.name, self._obj, self._state,
+            if_generation_match=slot.plan.generation))
+
+
+class StreamedUpload:
+    """Reads the source once (``body``: the unread body of the GET ``obj`` came from), feeding a
+    resumable upload per slot; the last chunk is sent only after the read is proven, so a bad read
+    finalizes nothing. Raises what the read raises (every slot then shares that failure)."""
+
+    repeatable = False
+
+    def __init__(self, writer: Any, source: Source, pool: Executor, obj: SourceObject, body: Any,
+                 state: SourceState, chunk_size: int):
+        self._writer, self._source, self._pool = writer, source, pool
+        self._obj, self._body, self._state, self._chunk = obj, body, state, chunk_size
+        self.fingerprint: Any = None
+
+    def write(self, slots: list) -> None:
+        from .streaming import ChunkSink, Feeder
+
+        feeders = [(slot, Feeder(self._writer.open_stream(slot.destination, slot.name, self._obj, self._state,
+                                                           slot.plan.generation, self._chunk)))
+                   for slot in slots]
+        running = [self._pool.submit(feeder.run) for _, feeder in feeders]
+
+        def emit(offset: int, piece: bytes) -> None:
+            for _, feeder in feeders:
+                feeder.put(offset, piece)
+
+        sink = ChunkSink(self._chunk, emit)
+        try:
+            self.fingerprint = self._source.read_into(self._obj, sink, self._body)
+        except BaseException:
+            for _, feeder in feeders:
+                feeder.close()  # without the last chunk: nothing is finalized
+            for future in running:
+                future.result()
+            for _, feeder in feeders:
+                feeder.stream.cancel()
+            raise
+        for _, feeder in feeders:
+            feeder.stream.finish_with(self.fingerprint.crc32c_b64, self.fingerprint.md5_b64)
+            feeder.put(*sink.last())
+            feeder.close()
+        for future in running:
+            future.result()
+        for slot, feeder in feeders:
+            slot.written, slot.error = (None, feeder.error) if feeder.error else (feeder.stream.written(), None)
