@@ -124,3 +124,17 @@ def test_output_can_be_redirected_or_turned_off(capsys):
 def test_no_reports_no_documents(capsys):
     emit()
     assert capsys.readouterr().out == ""
+
+
+def test_copies_are_counted_per_proof_and_unproven_ones_apart(capsys):
+    def proven(proof, dest="gs://a/", outcome="copied"):
+        return DestinationResult(destination=dest, object="k", outcome=outcome, bytes=1, seconds=0.1, proof=proof)
+
+    emit(ObjectReport(source="s3://src/a", results=[proven("crc64nvme"), proven("crc64nvme", "gs://b/")]),
+         ObjectReport(source="s3://src/b", results=[proven("none")]),
+         ObjectReport(source="s3://src/d", results=[proven("md5", "gs://b/", "repaired")]),
+         ObjectReport(source="s3://src/c", results=[proven("crc32c", outcome="already_current")]))
+    docs = documents(capsys.readouterr().out)
+    assert docs[0]["CopiesWithoutS3Proof"] == 1 and docs[0]["ObjectsRepaired"] == 1
+    per_proof = {d["Proof"]: d["CopiesProven"] for d in docs if "Proof" in d}
+    assert per_proof == {"crc64nvme": 2, "md5": 1, "none": 1}  # nothing was written for the current one
