@@ -91,3 +91,21 @@ def test_command_line_mistakes_get_the_fix_for_them(world):
     assert wrong_scheme.returncode == 2 and "e.g. s3://b-b/k.txt" in wrong_scheme.stderr
     no_key = run_cli(world, "copy", "s3://b-b")
     assert "python -m gcs_sync sync s3://b-b/" in no_key.stderr
+
+
+def test_check_from_a_terminal_names_drift_and_exits_1(world):
+    dest = world.bucket()
+    world.configure(f"gs://{dest}")
+    world.notify(world.put("same.txt", b"same"))
+    world.put("new.txt", b"never announced")
+    table = run_cli(world, "check", f"s3://{world.source}")
+    assert table.returncode == 1, table.stderr
+    assert f"gs://{dest}/: 1 ok, 1 missing" in table.stdout and "missing    new.txt" in table.stdout
+    as_json = run_cli(world, "check", f"s3://{world.source}", "--json")
+    result = json.loads(as_json.stdout)
+    assert result["ok"] is False and result["destinations"][0]["examples"] == {"missing": ["new.txt"]}
+    world.notify(world.record("new.txt", size=15))
+    clean = run_cli(world, "check", f"s3://{world.source}", "--deep")
+    assert clean.returncode == 0 and f"gs://{dest}/: 2 ok" in clean.stdout
+    wrong = run_cli(world, "check", f"gs://{dest}")
+    assert wrong.returncode == 2 and "check reads from S3" in wrong.stderr
