@@ -113,9 +113,7 @@ def _check_parser(commands) -> None:
         "copy whose source is gone), with up to 100 examples of each. Listings decide; --deep also reads "
         "each source object whose copy looks right and proves it against S3's record and the copy. "
         "A sync repairs what it finds (except extras).",
-        epilog="examples:
-  python -m gcs_sync check s3://my-bucket/reports/
-"
+        epilog="examples:\n  python -m gcs_sync check s3://my-bucket/reports/\n"
                "  python -m gcs_sync check s3://my-bucket --deep --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.example = "python -m gcs_sync check s3://my-bucket/reports/"
