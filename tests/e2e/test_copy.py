@@ -206,3 +206,16 @@ def test_removed_records_do_nothing_without_mirroring(world):
     summary = world.notify(world.record("keep.txt", event="ObjectRemoved:Delete"))
     assert summary["skipped"] == 1 and summary["failed"] == 0
     assert world.gcs_bytes(dest, "keep.txt") == b"k"
+
+
+def test_a_console_test_naming_a_key_that_does_not_exist_says_so_with_the_encoding_rule(world):
+    """The console's sample event edited by hand: a literal '+' in a key means a space once decoded."""
+    dest = world.bucket()
+    world.configure(f"gs://{dest}")
+    world.put("a+b.txt", b"plus")
+    event = {"Records": [world.record("a+b.txt")]}
+    event["Records"][0]["s3"]["object"]["key"] = "a+b.txt"  # as typed: not URL-encoded
+    summary = world.invoke(event)
+    reason = summary["results"][0]["reason"]
+    assert summary["skipped"] == 1 and f"s3://{world.source}/a b.txt" in reason  # the decoded key looked for
+    assert "not found" in reason and "URL-encoded" in reason and "'%2B'" in reason

@@ -169,16 +169,16 @@ def test_ranged_reads_stay_pinned_to_the_state_read_first(world, monkeypatch):
     world.configure(f"gs://{dest}", S3_READ_PARTS="2", STREAM_CHUNK_MB="1", STREAM_THRESHOLD_MB="0")
     first, second = os.urandom(3 * MIB), os.urandom(3 * MIB + 5)
     record = world.put("ranged/moving.bin", first)
-    real = gcs_sync.source.S3Source._read_parts
+    real = gcs_sync.source.S3Source.read_into
     calls = []
 
-    def read_parts(self, obj, sink, digests):
+    def read_into(self, obj, sink, body=None):  # the Source protocol's read, observed
         calls.append(obj.etag)
         if len(calls) == 1:
             world.rig.s3_client.put_object(Bucket=world.source, Key="ranged/moving.bin", Body=second)
-        return real(self, obj, sink, digests)
+        return real(self, obj, sink, body)
 
-    monkeypatch.setattr(gcs_sync.source.S3Source, "_read_parts", read_parts)
+    monkeypatch.setattr(gcs_sync.source.S3Source, "read_into", read_into)
     summary = world.notify(record)
     assert summary["copied"] == 1, summary
     assert len(calls) == 2 and calls[0] != calls[1]
