@@ -385,7 +385,8 @@ def _precondition_failed(url: str):
 class Harness:
     """One test's fixed world: two destinations, warm containers, a log of every upload."""
 
-    def __init__(self, world, monkeypatch, *, versioned: bool, streamed: bool = False, containers: int = 3):
+    def __init__(self, world, monkeypatch, *, versioned: bool, streamed: bool = False, containers: int = 3,
+                 fanout: str = "copy"):
         self.world = world
         self.versioned = versioned
         self.source = world.source
@@ -396,7 +397,10 @@ class Harness:
         # STREAM_THRESHOLD_MB=0: every object takes the streaming path (no staging, one read
         # feeding a resumable upload per destination); 64: every object here is staged, then
         # uploaded in one multipart request.
-        world.configure(f"gs://{plain} gs://{prefixed}/pre/fix/", STREAM_THRESHOLD_MB="0" if streamed else "64")
+        # FANOUT=copy (the default): uploaded to the first destination, copied server-side to the
+        # second; FANOUT=upload: uploaded to each.
+        world.configure(f"gs://{plain} gs://{prefixed}/pre/fix/", STREAM_THRESHOLD_MB="0" if streamed else "64",
+                        FANOUT=fanout)
         self.staging_dirs = [str(world.tmp_path / f"container-{i}") for i in range(containers)]
         self.containers = [new_container(world, d) for d in self.staging_dirs]
         self.uploads = WireLog(finalize_check=world.rig.gcs if streamed else None)
@@ -560,13 +564,15 @@ class Harness:
             assert os.listdir(d) == []
 
 
-@pytest.mark.parametrize("versioned, streamed, examples", [
-    (False, False, CI_EXAMPLES), (True, False, CI_EXAMPLES),
-    (False, True, STREAMED_EXAMPLES), (True, True, STREAMED_EXAMPLES),
-], ids=["unversioned-staged", "versioned-staged", "unversioned-streamed", "versioned-streamed"])
+@pytest.mark.parametrize("versioned, streamed, examples, fanout", [
+    (False, False, CI_EXAMPLES, "copy"), (True, False, CI_EXAMPLES, "copy"),
+    (False, True, STREAMED_EXAMPLES, "copy"), (True, True, STREAMED_EXAMPLES, "copy"),
+    (True, False, STREAMED_EXAMPLES, "upload"),
+], ids=["unversioned-staged", "versioned-staged", "unversioned-streamed", "versioned-streamed",
+        "versioned-staged-fanout-upload"])
 def test_random_schedules_converge_on_the_latest_state_and_never_go_back(
-        world, monkeypatch, capsys, versioned, streamed, examples):
-    harness = Harness(world, monkeypatch, versioned=versioned, streamed=streamed)
+        world, monkeypatch, capsys, versioned, streamed, examples, fanout):
+    harness = Harness(world, monkeypatch, versioned=versioned, streamed=streamed, fanout=fanout)
 
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -581,7 +587,7 @@ def test_random_schedules_converge_on_the_latest_state_and_never_go_back(
     with capsys.disabled():
         print(f"\nhypothesis (derandomize=True, no database): {harness.examples} examples "
               f"({'versioned' if versioned else 'unversioned'} source, "
-              f"{'streamed' if streamed else 'staged'}), {len(harness.uploads.entries)} upload requests "
+              f"{'streamed' if streamed else 'staged'}, FANOUT={fanout}), {len(harness.uploads.entries)} upload requests "
               f"answered, outcomes {dict(harness.stats)}")
     assert harness.examples >= examples  # the property really ran that many schedules
     assert harness.stats["412"] > 0 and harness.stats["copied"] > 0  # the racy paths were exercised
