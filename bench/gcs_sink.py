@@ -1,6 +1,6 @@
 """A minimal Cloud Storage JSON API stand-in that streams uploads to files (for large-object figures).
 
-    python -m bench.gcs_sink [--root DIR] [--discard] [--log]
+    python -m bench.gcs_sink [--root DIR] [--discard] [--log] [--max-rate MB_PER_S]
 
 It prints one JSON line (``{"url": ..., "pid": ...}``) and serves on 127.0.0.1 until its
 standard input closes. It implements what google-cloud-storage, gcs-sync's streaming path and
@@ -17,7 +17,21 @@ rclone use, and nothing else:
 * ``ifGenerationMatch`` / ``ifGenerationNotMatch`` on uploads (checked at initiation and when the
   object is finalized) and deletes;
 * a client-supplied ``crc32c`` / ``md5Hash`` is checked against the bytes (400 on a mismatch),
-  and every resource carries both, computed incrementally as the bytes arrive.
+  and every resource carries both, computed incrementally as the bytes arrive;
+* ``objects.rewrite`` (``POST .../o/SRC/rewriteTo/b/B/o/DST``) as Cloud Storage does it within one
+  location and storage class: no byte is copied (the new object shares the source's stored bytes
+  and digests; a reference count keeps the file until its last object is deleted or replaced),
+  done in one call (``"done": true``, no ``rewriteToken``); a non-empty body (not ``null``) is the
+  whole new metadata, else the source's is copied; ``sourceGeneration`` (404 when not the live
+  one), ``ifSourceGenerationMatch`` / ``ifSourceMetagenerationMatch`` (and ``NotMatch``) on the
+  source and ``ifGenerationMatch`` (0: only if absent) / ``ifMetagenerationMatch`` on the target,
+  412 otherwise;
+* ``GET /_sink/stats``: counters since start (request-body bytes received, uploads and their
+  bytes, rewrites, bytes downloaded); ``POST /_sink/clear`` drops every object.
+
+``--max-rate MB_PER_S`` makes it network-bound: request bodies from all connections together are
+admitted at that rate (a token bucket; reads wait, so clients are held back by TCP flow control),
+as a Lambda function's uploads share its one network link. Responses are not limited.
 
 It accepts any (or no) ``Authorization`` header: it does not check tokens. Object bytes go to
 files under ``--root`` (with ``--discard`` they are hashed and dropped), never to this process's
@@ -49,12 +63,15 @@ import google_crc32c
 
 BUFFER = 1 << 20
 MAX_BUFFERED_BODY = 512 << 20  # multipart / metadata bodies are read whole
+_REWRITE = re.compile(r"^/storage/v1/b/([^/]+)/o/([^/]+)/rewriteTo/b/([^/]+)/o/([^/]+)$")
 _OBJECT = re.compile(r"^/(?:download/)?storage/v1/b/([^/]+)/o/(.+)$")
 _OBJECTS = re.compile(r"^/storage/v1/b/([^/]+)/o/?$")
 _UPLOAD = re.compile(r"^/upload/storage/v1/b/([^/]+)/o/?$")
 _BUCKET = re.compile(r"^/storage/v1/b/([^/]+)/?$")
 _PERMISSIONS = re.compile(r"^/storage/v1/b/([^/]+)/iam/testPermissions$")
 _RANGE = re.compile(r"^bytes (\*|(\d+)-(\d+))/(\*|\d+)$")
+STATS = ("body_bytes", "requests", "uploads", "upload_bytes", "rewrites", "rewrite_bytes", "download_bytes")
+CAPPED_READ = 256 << 10  # read size while --max-rate holds clients back: smooth pacing
 _FIELDS = ("contentType", "contentEncoding", "contentDisposition", "contentLanguage", "cacheControl",
            "metadata", "customTime")
 
@@ -63,6 +80,27 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str, reason: str = "invalid"):
         super().__init__(message)
         self.status, self.reason = status, reason
+
+
+class TokenBucket:
+    """At most ``rate`` bytes per second across every connection together (plus a small burst):
+    a taker that overdraws the bucket waits for the debt, so each read is admitted in turn and
+    clients are held back by TCP flow control, as behind one network link."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.burst = max(float(CAPPED_READ), rate / 50)  # 20 ms of the link
+        self.tokens, self.stamp = self.burst, time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - n
+            self.stamp = now
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
 
 
 class Digest:
@@ -99,8 +137,14 @@ class Store:
         self.lock = threading.Lock()
         self.objects: dict[tuple[str, str], tuple[dict, str | None]] = {}
         self.sessions: dict[str, Session] = {}
+        self.refs: dict[str, int] = {}  # stored file -> objects sharing it (rewrite copies no bytes)
+        self.stats = dict.fromkeys(STATS, 0)
         self._last_generation = 0
         self._counter = itertools.count()
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.stats[key] += n
 
     def new_path(self) -> str:
         return os.path.join(self.root, f"{os.getpid()}-{next(self._counter)}.bin")
@@ -134,7 +178,6 @@ class Store:
             _unlink(path)
             raise HttpError(400, f"Provided checksums (crc32c {wanted_crc}, md5 {wanted_md5}) do not match "
                                  f"the data (crc32c {crc}, md5 {md5}).")
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
         with self.lock:
             held = self.objects.get((bucket, name))
             generation = int(held[0]["generation"]) if held else 0
@@ -143,27 +186,90 @@ class Store:
                 _unlink(path)
                 raise HttpError(412, "At least one of the pre-conditions you specified did not hold.",
                                 "conditionNotMet")
-            self._last_generation = max(self._last_generation + 1, time.time_ns() // 1000)
-            generation = self._last_generation
-            quoted = urllib.parse.quote(name, safe="")
-            base = f"http://{host}"
-            out = {
-                "kind": "storage#object", "id": f"{bucket}/{name}/{generation}",
-                "selfLink": f"{base}/storage/v1/b/{bucket}/o/{quoted}",
-                "mediaLink": f"{base}/download/storage/v1/b/{bucket}/o/{quoted}?generation={generation}&alt=media",
-                "name": name, "bucket": bucket, "generation": str(generation), "metageneration": "1",
-                "contentType": resource.get("contentType") or "application/octet-stream",
-                "storageClass": "STANDARD", "size": str(digest.size), "md5Hash": md5, "crc32c": crc,
-                "etag": base64.b64encode(str(generation).encode()).decode(),
-                "timeCreated": stamp, "updated": stamp, "timeStorageClassUpdated": stamp,
-            }
-            for key in _FIELDS:
-                if resource.get(key) is not None and key != "contentType":
-                    out[key] = resource[key]
+            out = self._resource(bucket, name, host, resource, digest.size, md5, crc)
             self.objects[(bucket, name)] = (out, path)
+            if path:
+                self.refs[path] = 1
+            self.stats["uploads"] += 1
+            self.stats["upload_bytes"] += digest.size
         if held:
-            _unlink(held[1])
+            self._release(held[1])
         return out
+
+    def _resource(self, bucket: str, name: str, host: str, resource: dict, size: int, md5: str, crc: str) -> dict:
+        """A new generation's object resource (called with the lock held)."""
+        self._last_generation = max(self._last_generation + 1, time.time_ns() // 1000)
+        generation = self._last_generation
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+        quoted = urllib.parse.quote(name, safe="")
+        base = f"http://{host}"
+        out = {
+            "kind": "storage#object", "id": f"{bucket}/{name}/{generation}",
+            "selfLink": f"{base}/storage/v1/b/{bucket}/o/{quoted}",
+            "mediaLink": f"{base}/download/storage/v1/b/{bucket}/o/{quoted}?generation={generation}&alt=media",
+            "name": name, "bucket": bucket, "generation": str(generation), "metageneration": "1",
+            "contentType": resource.get("contentType") or "application/octet-stream",
+            "storageClass": "STANDARD", "size": str(size), "md5Hash": md5, "crc32c": crc,
+            "etag": base64.b64encode(str(generation).encode()).decode(),
+            "timeCreated": stamp, "updated": stamp, "timeStorageClassUpdated": stamp,
+        }
+        for key in _FIELDS:
+            if resource.get(key) is not None and key != "contentType":
+                out[key] = resource[key]
+        return out
+
+    def rewrite(self, source: tuple[str, str], target: tuple[str, str], query: dict, body: dict | None,
+                host: str) -> dict:
+        """objects.rewrite within one location and storage class: the new object shares the source's
+        stored bytes and digests (no byte is copied), done in one call. ``body`` None (empty or
+        ``null``): the source's metadata is copied; otherwise the body is the whole new metadata."""
+        with self.lock:
+            entry = self.objects.get(source)
+            if entry is None:
+                raise HttpError(404, f"No such object: {source[0]}/{source[1]}", "notFound")
+            meta, path = entry
+            generation = int(meta["generation"])
+            wanted = query.get("sourceGeneration")
+            if wanted is not None and int(wanted) != generation:
+                raise HttpError(404, f"No such object: {source[0]}/{source[1]}#{wanted}", "notFound")
+            held = self.objects.get(target)
+            for prefix, current in (("ifSource", meta), ("if", held[0] if held else None)):
+                have = {"Generation": int(current["generation"]) if current else 0,
+                        "Metageneration": int(current["metageneration"]) if current else 0}
+                for field_name, value in have.items():
+                    match = query.get(f"{prefix}{field_name}Match")
+                    not_match = query.get(f"{prefix}{field_name}NotMatch")
+                    if (match is not None and int(match) != value) or \
+                            (not_match is not None and int(not_match) == value):
+                        raise HttpError(412, "At least one of the pre-conditions you specified did not hold.",
+                                        "conditionNotMet")
+            if body:
+                for key, have_value in (("crc32c", meta["crc32c"]), ("md5Hash", meta["md5Hash"])):
+                    if body.get(key) and body[key] != have_value:
+                        raise HttpError(400, f"Provided {key} {body[key]} does not match the source's {have_value}.")
+            resource = body if body else {key: meta[key] for key in _FIELDS if key in meta}
+            out = self._resource(target[0], target[1], host, resource, int(meta["size"]), meta["md5Hash"],
+                                 meta["crc32c"])
+            self.objects[target] = (out, path)
+            if path:
+                self.refs[path] = self.refs.get(path, 0) + 1
+            self.stats["rewrites"] += 1
+            self.stats["rewrite_bytes"] += int(meta["size"])
+        if held:
+            self._release(held[1])
+        return out
+
+    def _release(self, path: str | None) -> None:
+        """One object less shares ``path``: the file goes when the last one does."""
+        if not path:
+            return
+        with self.lock:
+            left = self.refs.get(path, 1) - 1
+            if left > 0:
+                self.refs[path] = left
+                return
+            self.refs.pop(path, None)
+        _unlink(path)
 
     def delete(self, bucket: str, name: str, preconditions: dict) -> None:
         with self.lock:
@@ -175,7 +281,7 @@ class Store:
                 raise HttpError(412, "At least one of the pre-conditions you specified did not hold.",
                                 "conditionNotMet")
             del self.objects[(bucket, name)]
-        _unlink(held[1])
+        self._release(held[1])
 
     def path_of(self, bucket: str, name: str) -> tuple[dict, str | None]:
         with self.lock:
@@ -193,7 +299,8 @@ class Store:
         with self.lock:
             entries, self.objects = list(self.objects.values()), {}
             sessions, self.sessions = list(self.sessions.values()), {}
-        for _, path in entries:
+            self.refs = {}
+        for path in {path for _, path in entries}:
             _unlink(path)
         for session in sessions:
             _unlink(session.path)
@@ -232,6 +339,7 @@ class Handler(BaseHTTPRequestHandler):
         split = urllib.parse.urlsplit(self.path)
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
         self.body_consumed = False
+        self.server.store.count("requests")
         try:
             self._route(split.path)
         except HttpError as exc:
@@ -251,6 +359,13 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_sink/clear" and method == "POST":
             store.clear()
             return self._json(200, {"cleared": True})
+        if path == "/_sink/stats" and method == "GET":
+            with store.lock:
+                counters = dict(store.stats)
+            return self._json(200, {**counters, "max_rate": self.server.limit.rate if self.server.limit else None})
+        if m := _REWRITE.match(path):
+            if method == "POST":
+                return self._rewrite(*(urllib.parse.unquote(g) for g in m.groups()))
         if m := _UPLOAD.match(path):
             bucket = urllib.parse.unquote(m.group(1))
             if method in ("PUT", "POST") and "upload_id" in self.query:  # Go's client POSTs chunks
@@ -310,11 +425,17 @@ class Handler(BaseHTTPRequestHandler):
             yield from self._exact(int(self.headers.get("Content-Length") or 0))
 
     def _exact(self, remaining: int) -> Iterator[bytes]:
+        limit, store = self.server.limit, self.server.store
         while remaining > 0:
-            piece = self.rfile.read(min(remaining, BUFFER))
+            want = min(remaining, BUFFER)
+            if limit is not None:  # admitted before it leaves the socket: the client waits
+                want = min(want, CAPPED_READ)
+                limit.take(want)
+            piece = self.rfile.read(want)
             if not piece:
                 raise ConnectionError("client closed the connection mid-body")
             remaining -= len(piece)
+            store.count("body_bytes", len(piece))
             yield piece
 
     def _read_body(self) -> bytes:
@@ -460,6 +581,17 @@ class Handler(BaseHTTPRequestHandler):
             while piece := handle.read(BUFFER):
                 session.digest.update(piece)
 
+    def _rewrite(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str) -> None:
+        """objects.rewrite, answered as Cloud Storage does within one location and storage class."""
+        raw = self._read_body().strip()
+        body = json.loads(raw) if raw else None  # Go's client sends ``null`` for no metadata
+        if body is not None and not isinstance(body, dict):
+            raise HttpError(400, "the rewrite body must be an object resource")
+        out = self.server.store.rewrite((src_bucket, src_name), (dst_bucket, dst_name), self.query, body or None,
+                                        self.headers.get("Host", "127.0.0.1"))
+        self._json(200, {"kind": "storage#rewriteResponse", "totalBytesRewritten": out["size"],
+                         "objectSize": out["size"], "done": True, "resource": out})
+
     def _media(self, meta: dict, path: str | None) -> None:
         size = int(meta["size"])
         if path is None:
@@ -475,6 +607,7 @@ class Handler(BaseHTTPRequestHandler):
         with open(path, "rb") as handle:
             while piece := handle.read(BUFFER):
                 self.wfile.write(piece)
+                self.server.store.count("download_bytes", len(piece))
 
     def _list(self, bucket: str) -> None:
         q = self.query
@@ -539,8 +672,9 @@ class SinkServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, store: Store, log: bool = False):
+    def __init__(self, store: Store, log: bool = False, max_rate: float | None = None):
         self.store, self.log = store, log
+        self.limit = TokenBucket(max_rate) if max_rate else None
         super().__init__(("127.0.0.1", 0), Handler)
 
     @property
@@ -553,12 +687,17 @@ def main() -> None:
     parser.add_argument("--root", help="where object bytes go (default: a new temporary directory)")
     parser.add_argument("--discard", action="store_true", help="hash the bytes, keep none")
     parser.add_argument("--log", action="store_true", help="log each request on stderr")
+    parser.add_argument("--max-rate", type=float, metavar="MB_PER_S",
+                        help="admit at most this many MB (10^6 bytes) of request bodies per second, all "
+                             "connections together (a token bucket): one network link, as a Lambda's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gcs-sink-", dir=args.root) as root:
-        server = SinkServer(Store(root, args.discard), log=args.log)
+        server = SinkServer(Store(root, args.discard), log=args.log,
+                            max_rate=args.max_rate * 1e6 if args.max_rate else None)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         thread.start()
-        sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid(), "root": root}) + "\n")
+        sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid(), "root": root,
+                                    "max_rate": server.limit.rate if server.limit else None}) + "\n")
         sys.stdout.flush()
         try:
             sys.stdin.read()
