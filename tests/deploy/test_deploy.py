@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "template.yaml"
@@ -52,32 +51,7 @@ SAMPLE_ARGS = [
 # deploy/template.yaml
 # ------------------------------------------------------------------------------------------------
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short forms (!Ref, !Sub, !If ...) into long forms."""
-
-
-def _cfn_tag(loader: yaml.Loader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "Condition":
-        return {"Condition": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+# The `template` fixture (the parsed deploy/template.yaml) is in tests/deploy/conftest.py.
 
 
 def _branches(value):

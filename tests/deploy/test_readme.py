@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gcs_sync.config import Settings
 
@@ -33,30 +32,7 @@ BASH = shutil.which("bash")
 # Reading the files
 # ------------------------------------------------------------------------------------------------
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short forms (!Ref, !Sub, !If ...) into long forms."""
-
-
-def _cfn_tag(loader: yaml.Loader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+# The `template` fixture (the parsed deploy/template.yaml) is in tests/deploy/conftest.py.
 
 
 @pytest.fixture(scope="module")
