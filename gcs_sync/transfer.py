@@ -215,6 +215,7 @@ class Slot:
     written: HeldObject | None = None  # set by a way of writing
     error: GcsSyncError | None = None  # set by a way of writing
     result: DestinationResult | None = None
+    started: float = field(default_factory=time.monotonic)  # for the result's seconds
 
     @property
     def where(self) -> str:
@@ -355,7 +356,6 @@ class Copier:
         """Give every slot a result. The source is read again (up to SOURCE_ATTEMPTS times) for the
         slots whose write needs it: the source moved on, or a write that cannot be repeated was refused."""
         pending = slots
-        self._started = time.monotonic()
         for attempt in range(SOURCE_ATTEMPTS):
             # What each destination holds is looked up while S3 answers the GET: its headers give
             # the state to decide on, its body is read only when some destination needs it.
@@ -444,7 +444,7 @@ class Copier:
             log.warning("copy disagrees with its provenance", extra={"fields": {
                 "source": obj_url(state), "object": slot.where, "problem": held.disagreement()}})
         if isinstance(plan, Final):
-            slot.result = self._result(slot.destination, slot.name, plan.outcome, started=self._started,
+            slot.result = self._result(slot.destination, slot.name, plan.outcome, started=slot.started,
                                        proof=plan.proof)
 
     # ------------------------------------------------------------------ writing
@@ -586,7 +586,7 @@ class Copier:
         except ChecksumMismatch as exc:
             return self._failed(slot, retryable=True, error=f"{exc}; {self._discard(slot, written.generation)}")
         return self._result(slot.destination, slot.name, slot.plan.outcome, nbytes=fingerprint.size,
-                            started=self._started, proof=fingerprint.plan.proof)
+                            started=slot.started, proof=fingerprint.plan.proof)
 
     def _discard(self, slot: Slot, generation: int) -> str:
         """Remove a copy that failed its check; say what became of it."""
@@ -597,7 +597,7 @@ class Copier:
 
     def _failed(self, slot: Slot, *, error: str, retryable: bool) -> DestinationResult:
         return self._result(slot.destination, slot.name, FAILED, error=error, retryable=retryable,
-                            started=getattr(self, "_started", None))
+                            started=slot.started)
 
     def _fan_out(self, fn, items: list) -> list:
         if len(items) == 1:
