@@ -454,10 +454,14 @@ class Copier:
         """Write ``writes`` (each planned Write): upload to the primary, copy server-side to the
         others (FANOUT=copy), or upload to every one. Returns the slots to start again."""
         origin, uploads, copies = self._fan_out_plan(slots, writes)
+        again: list[Slot] = []
         if origin is not None:  # a destination already holds exactly this state, verified: no bytes read
-            return self._server_copies(origin, origin.held.generation, _fingerprint_of(origin.held), copies, obj,
-                                       replace(state, crc32c=origin.held.source.crc32c or origin.held.crc32c,
-                                               proof=origin.held.source.proof), fallback=None)
+            again = self._server_copies(origin, origin.held.generation, _fingerprint_of(origin.held), copies, obj,
+                                        replace(state, crc32c=origin.held.source.crc32c or origin.held.crc32c,
+                                                proof=origin.held.source.proof), fallback=None)
+            if not uploads:
+                return again
+            copies = []  # the rest (destinations that refuse server-side copies) are uploaded below
         if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
             try:
                 with staging.file(obj.size, obj.url) as path:
@@ -465,7 +469,7 @@ class Copier:
                         reading = self.source.read_into(obj, sink, body)
                     state = replace(state, crc32c=reading.crc32c_b64, proof=reading.plan.proof)
                     upload = StagedUpload(self.writer, self._destinations, path, obj, state, reading)
-                    again = self._apply(upload, uploads, state)
+                    again += self._apply(upload, uploads, state)
                     return again + self._after_upload(uploads, copies, obj, state, reading, fallback=upload)
             except StagingError as exc:  # no room next to the objects in flight: stream instead
                 log.info("streaming instead of staging", extra={"fields": {"source": obj.url, "reason": str(exc)}})
@@ -476,7 +480,7 @@ class Copier:
         with self._streams:  # at most streams_in_flight objects stream at once
             stream = StreamedUpload(self.writer, self.source, self._destinations, obj, body, state,
                                     self.settings.stream_chunk)
-            again = self._apply(stream, uploads, state)
+            again += self._apply(stream, uploads, state)
         return again + self._after_upload(uploads, copies, obj, state, stream.fingerprint, fallback=None)
 
     def _fan_out_plan(self, slots: list[Slot], writes: list[Slot]) -> tuple[Slot | None, list[Slot], list[Slot]]:

@@ -209,3 +209,15 @@ def test_one_destination_is_written_the_same_whatever_the_fanout(tmp_path, fanou
     c, _, writer = copier(tmp_path, ["aaa"], objects={"k": b"1"}, fanout=fanout)
     copy(c, "k", tmp_path)
     assert writer.calls == [("upload", "aaa", "k")]
+
+
+def test_an_origin_already_current_and_a_destination_refusing_copies_are_both_served(tmp_path):
+    c, source, writer = copier(tmp_path, ["aaa", "bbb", "walled"], objects={"k": b"o" * 50})
+    writer.refuse_rewrite.add("walled")
+    copy(c, "k", tmp_path)  # walled is now known to refuse server-side copies
+    writer.store.pop(("bbb", "k"))
+    writer.store.pop(("walled", "k"))
+    writer.calls.clear()
+    report = copy(c, "k", tmp_path)
+    assert outcomes(report) == [("gs://aaa/", "already_current"), ("gs://bbb/", "copied"), ("gs://walled/", "copied")]
+    assert sorted(writer.calls) == [("rewrite", "aaa", "bbb", "k"), ("upload", "walled", "k")]
