@@ -52,6 +52,7 @@ RCLONE = REPO / ".venv" / "bin" / "rclone"
 HUGE_THRESHOLD_MB = "1000000"  # STREAM_THRESHOLD_MB that stages everything
 RANGED_PARTS = "4"  # S3_READ_PARTS of the ranged-GET contender
 LARGE_CONTENDERS = ("function", "ranged", "staged", "floor", "rclone", "parts", "rclone_parts")
+SECTIONS = ("standins", "small", "large", "components", "rig", "scaling", "fanout")
 DEFAULT_THRESHOLD = 8 * MIB  # gcs_sync.config.Settings.stream_threshold: objects this large stream
 
 
@@ -74,6 +75,10 @@ class Plan:
     rig_size: int = 64 * MIB  # fake-gcs-server behind the front: ~40-90 MB/s, 64 MiB shows it
     latency_n: int = 50
     batch_size: int = 60 * MIB
+    fanout_sizes: list[int] = field(default_factory=lambda: [256 * MIB, 1024 * MIB])
+    fanout_counts: list[int] = field(default_factory=lambda: [1, 2, 4])
+    fanout_reps: int = 1
+    fanout_rate: float = 100.0  # MB/s admitted by the capped gcs_sink (one network link)
 
     @classmethod
     def make(cls, quick: bool) -> "Plan":
@@ -81,7 +86,8 @@ class Plan:
             return cls(quick=False)
         return cls(quick=True, small_n=40, small_warmup=5, large=[64 * MIB], large_reps={64 * MIB: 2},
                    scale_sizes=[1 * MIB, 16 * MIB, 64 * MIB], scale_reps=2, dest_size=64 * MIB, dest_reps=1,
-                   standin_size=64 * MIB, rig_size=64 * MIB, latency_n=20, batch_size=16 * MIB)
+                   standin_size=64 * MIB, rig_size=64 * MIB, latency_n=20, batch_size=16 * MIB,
+                   fanout_sizes=[64 * MIB])
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -107,7 +113,7 @@ def table(title: str, headers: list[str], rows: list[list[Any]], note: str = "")
     """A Markdown table: numeric columns right-aligned, text columns left-aligned."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(_NUMERIC.match(r[i]) or " / " in r[i] for r in cells[1:]) for i in range(len(headers))]
+    numeric = [all(all(_NUMERIC.match(p) for p in r[i].split(" / ")) for r in cells[1:]) for i in range(len(headers))]
     print(f"\n### {title}")
 
     def line(r: list[str]) -> str:
@@ -296,6 +302,7 @@ class Bench:
         self.multipart_keys: set[str] = set()
         self.goals: list[list[str]] = []
         self.findings: list[str] = []
+        self.capped: Served | None = None  # a second gcs_sink with --max-rate (the fan-out section)
 
     # servers and environment -----------------------------------------------------------------
 
@@ -351,7 +358,8 @@ class Bench:
                 if not k.startswith(("AWS_", "GCS_", "GOOGLE_", "STREAM_", "STAGING_", "SOURCE_BUCKETS",
                                      "S3_BUCKET_NAME", "S3_READ_PARTS", "MIRROR_DELETES", "OBJECT_CONCURRENCY", "LOG_LEVEL",
                                      "INCLUDE", "EXCLUDE", "LAMBDA_"))}
-        endpoint = {"sink": self.sink.info["url"], "rig": self.rig.info["front"]}[gcs]
+        endpoint = {"sink": self.sink.info["url"], "rig": self.rig.info["front"],
+                    **({"capped": self.capped.info["url"]} if self.capped else {})}[gcs]
         return {**base, **self.s3.info["env"], "TMPDIR": str(self.tmp),
                 "GCS_API_ENDPOINT": endpoint,
                 "GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials),
@@ -417,17 +425,25 @@ class Bench:
 
     # what the stand-ins hold --------------------------------------------------------------------
 
-    def verify_sink(self, obj: SourceObject, buckets: int, who: str) -> None:
+    def verify_sink(self, obj: SourceObject, buckets: int, who: str, sink: Served | None = None) -> None:
         for bucket in BUCKETS[:buckets]:
-            url = f"{self.sink.info['url']}/storage/v1/b/{bucket}/o/{urllib.parse.quote(obj.key, safe='')}"
+            url = f"{(sink or self.sink).info['url']}/storage/v1/b/{bucket}/o/{urllib.parse.quote(obj.key, safe='')}"
             status, meta = http_json("GET", url)
             if status != 200 or meta.get("crc32c") != obj.crc32c or meta.get("md5Hash") != obj.md5 \
                     or int(meta.get("size", -1)) != obj.size:
                 raise RuntimeError(f"{who}: gs://{bucket}/{obj.key} is wrong or missing at the sink "
                                    f"(HTTP {status}, {meta})")
 
-    def clear_sink(self) -> None:
-        http_json("POST", self.sink.info["url"] + "/_sink/clear")
+    def clear_sink(self, sink: Served | None = None) -> None:
+        http_json("POST", (sink or self.sink).info["url"] + "/_sink/clear")
+
+    @staticmethod
+    def sink_stats(sink: Served) -> dict:
+        """gcs_sink's counters (request-body bytes, uploads, rewrites...) since it started."""
+        status, stats = http_json("GET", sink.info["url"] + "/_sink/stats")
+        if status != 200:
+            raise RuntimeError(f"gcs_sink stats: HTTP {status}")
+        return stats
 
     def clear_rig(self, names: list[str]) -> None:
         backend = self.rig.info["backend"]
@@ -473,13 +489,24 @@ no_check_bucket = true
 
     def rclone(self, obj: SourceObject, remote: str, buckets: int = 2) -> dict:
         """rclone copyto, once per bucket, one after the other; wall time of the whole."""
+        return self.rclone_steps([(f"s3:{SOURCE}/{obj.key}", f"{remote}:{bucket}/{obj.key}")
+                                  for bucket in BUCKETS[:buckets]])
+
+    def rclone_server_side(self, obj: SourceObject, remote: str, buckets: int) -> dict:
+        """rclone copyto from S3 to the first bucket, then from that bucket to each other one, in
+        turn (same remote: rclone copies server-side)."""
+        first = f"{remote}:{BUCKETS[0]}/{obj.key}"
+        return self.rclone_steps([(f"s3:{SOURCE}/{obj.key}", first)]
+                                 + [(first, f"{remote}:{bucket}/{obj.key}") for bucket in BUCKETS[1:buckets]])
+
+    def rclone_steps(self, steps: list[tuple[str, str]]) -> dict:
+        """One ``rclone copyto SRC DST`` process per step, one after the other."""
         peak, cpu = 0, 0.0
         started = time.perf_counter()
-        for bucket in BUCKETS[:buckets]:
+        for src, dst in steps:
             log = open(self.tmp / "rclone.log", "wb")
             process = subprocess.Popen(
-                [str(RCLONE), "--config", str(self.rclone_conf), "copyto", "-q", "--retries", "1",
-                 f"s3:{SOURCE}/{obj.key}", f"{remote}:{bucket}/{obj.key}"],
+                [str(RCLONE), "--config", str(self.rclone_conf), "copyto", "-q", "--retries", "1", src, dst],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(self.tmp)})
             sampler = Sampler(process.pid, None)
             _, status, usage = os.wait4(process.pid, 0)
@@ -489,7 +516,7 @@ no_check_bucket = true
             peak, cpu = max(peak, sampler.peak_rss_kb), cpu + usage.ru_utime + usage.ru_stime
             if process.returncode != 0:
                 output = (self.tmp / "rclone.log").read_text(errors="replace")
-                raise RuntimeError(f"rclone copyto to {remote}:{bucket} failed:\n{output}")
+                raise RuntimeError(f"rclone copyto {src} {dst} failed:\n{output}")
         return {"seconds": time.perf_counter() - started, "peak_rss_kb": peak, "cpu": cpu}
 
     def rclone_cat(self, obj: SourceObject) -> float:
@@ -857,6 +884,135 @@ def section_scaling(b: Bench) -> None:
           ["destinations", "s", "vs 1 destination", "MB/s written (all destinations)", "peak RSS MiB"], rows)
 
 
+def section_fanout(b: Bench) -> None:
+    """One upload and server-side copies (FANOUT=copy) vs an upload per destination (FANOUT=upload)
+    vs rclone, to 1, 2 and 4 destinations; on gcs_sink as it is, then on a gcs_sink admitting at
+    most a fixed total rate of request bodies (one network link)."""
+    plan = b.plan
+    b.capped = b._serve("bench.gcs_sink", "--root", b.sink_dir, "--max-rate", f"{plan.fanout_rate:g}",
+                        env={"TMPDIR": str(b.tmp)})
+    with open(b.rclone_conf, "a") as conf:
+        conf.write(f"""
+[capped]
+type = google cloud storage
+anonymous = true
+endpoint = {b.capped.info['url']}/storage/v1/
+no_check_bucket = true
+""")
+    counts = plan.fanout_counts
+    variants = [("sink", b.sink, "gcs_sink, unbounded"),
+                ("capped", b.capped, f"gcs_sink --max-rate {plan.fanout_rate:g} (MB/s, all connections together)")]
+    # (who, destinations): the function with FANOUT=copy / FANOUT=upload, rclone to each bucket in
+    # turn, rclone to the first then server-side; one destination is the same for every way.
+    kinds = ("copy", "upload", "rclone", "rclone_ss")
+    labels = {"copy": "gcs-sync FANOUT=copy (upload once, objects.rewrite)",
+              "upload": "gcs-sync FANOUT=upload (an upload per destination)",
+              "rclone": "rclone copyto to each bucket in turn",
+              "rclone_ss": "rclone copyto to the first, then bucket to bucket"}
+    one = "gcs-sync (one destination: either FANOUT)"
+    measured: dict[tuple[str, int, str, int], dict] = {}
+    for gcs, sink, _ in variants:
+        drivers = {("copy", n): b.driver(f"fanout-{gcs}-copy-{n}", b.env(gcs, buckets=n, FANOUT="copy"), "function")
+                   for n in counts}
+        drivers.update({("upload", n): b.driver(f"fanout-{gcs}-upload-{n}", b.env(gcs, buckets=n, FANOUT="upload"),
+                                                "function") for n in counts if n > 1})
+        pids = [b.s3.pid, sink.pid]
+        for size in plan.fanout_sizes:
+            obj = b.put_object(size)
+            progress(f"fan-out ({gcs}) {size_label(size)}: FANOUT=copy / upload / rclone x {counts} destinations")
+            contenders = []
+            for n in counts:
+                for kind in kinds:
+                    if n == 1 and kind != "copy" and kind != "rclone":
+                        continue
+                    if kind in ("copy", "upload"):
+                        driver = drivers[(kind, n)]
+                        run = (lambda d=driver: d.call("copy", bucket=SOURCE, key=obj.key))
+                    elif kind == "rclone":
+                        run = (lambda n=n: b.rclone(obj, gcs, buckets=n))
+                    else:
+                        run = (lambda n=n: b.rclone_server_side(obj, gcs, n))
+                    contenders.append(((kind, n), run))
+            for rep in range(plan.fanout_reps):
+                for (kind, n), run in (contenders if rep % 2 == 0 else list(reversed(contenders))):
+                    stats, cpu = b.sink_stats(sink), sum(proc_cpu(pid) for pid in pids)
+                    result = run()
+                    result["server_cpu"] = sum(proc_cpu(pid) for pid in pids) - cpu
+                    after = b.sink_stats(sink)
+                    for key in ("body_bytes", "upload_bytes", "uploads", "rewrites", "download_bytes"):
+                        result[key] = after[key] - stats[key]
+                    b.verify_sink(obj, n, f"fan-out {kind} to {n}", sink)
+                    b.clear_sink(sink)
+                    measured.setdefault((gcs, size, kind, n), []).append(result)
+        for driver in drivers.values():
+            b.retire(driver)
+    b.capped.stop()
+    b.servers.remove(b.capped)
+    b.capped = None
+
+    def med(gcs: str, size: int, kind: str, n: int) -> float:
+        key = (gcs, size, "copy" if n == 1 and kind in ("upload", "rclone_ss") else kind, n)
+        if n == 1 and kind == "rclone_ss":
+            key = (gcs, size, "rclone", 1)
+        return statistics.median(r["seconds"] for r in measured[key])
+
+    server_side_seen = []
+    for gcs, _, title in variants:
+        rows = []
+        for size in plan.fanout_sizes:
+            for n in counts:
+                for kind in kinds:
+                    rs = measured.get((gcs, size, kind, n))
+                    if not rs:
+                        continue
+                    s = statistics.median(r["seconds"] for r in rs)
+                    pick = sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
+                    function = kind in ("copy", "upload")
+                    label = one if (n == 1 and kind == "copy") else ("rclone copyto" if n == 1 else labels[kind])
+                    vs_one = f"{s / med(gcs, size, kind, 1):.2f}x" if n > 1 else "1.00x"
+                    vs_rclone = f"{s / med(gcs, size, 'rclone', n):.2f}x" if kind != "rclone" else "1.00x"
+                    rows.append([size_label(size), label, n, " / ".join(f"{r['seconds']:.2f}" for r in rs),
+                                 mb(size * n / s), vs_one, vs_rclone,
+                                 f"{pick['body_bytes'] / size:.3f}x", f"{pick['upload_bytes'] / size:.2f}x",
+                                 pick["uploads"], pick["rewrites"], f"{pick['cpu']:.2f}", f"{pick['server_cpu']:.2f}"])
+                    if kind == "rclone_ss":
+                        server_side_seen.append((gcs, size, n, pick))
+        table(f"Fan-out: one object to 1, 2 and 4 destinations, {title}"
+              + (f", median of {plan.fanout_reps}" if plan.fanout_reps > 1 else ", 1 run"),
+              ["size", "who", "destinations", "s", "MB/s written", "vs 1 destination", "vs rclone in turn",
+               "sent / size", "uploaded / size", "uploads", "rewrites", "CPU s", "server CPU s"], rows,
+              note="sent = request-body bytes the sink received during the copy (uploads, rewrite and metadata\n"
+                   "bodies, all connections): what the copying process sent out of 'AWS'. uploaded = bytes of\n"
+                   "finished uploads; uploads / rewrites = calls that made an object. MB/s written = size x\n"
+                   "destinations / s. vs 1 destination: the same way to one destination (the 1-destination run is\n"
+                   "shared: with one destination there is nothing to fan out). CPU s: the copying process(es);\n"
+                   "server CPU s: moto + this gcs_sink. Every copy is verified at the sink (size, CRC32C, MD5).")
+        size2 = min(plan.fanout_sizes)
+        if 2 in counts:
+            ratio = med(gcs, size2, "copy", 2) / med(gcs, size2, "rclone", 2)
+            b.goals.append([f"fan-out {size_label(size2)} -> 2 dest, FANOUT=copy / rclone in turn ({gcs})",
+                            "<= 0.50x", f"{ratio:.2f}x", verdict(ratio, 0.5)])
+        for size in plan.fanout_sizes:
+            top = max(counts)
+            ratio = med(gcs, size, "copy", top) / med(gcs, size, "copy", 1)
+            b.goals.append([f"fan-out {size_label(size)}: {top} dest / 1 dest, FANOUT=copy ({gcs})", "<= 1.20x",
+                            f"{ratio:.2f}x", verdict(ratio, 1.2)])
+            ratio = med(gcs, size, "upload", top) / med(gcs, size, "copy", 1)
+            b.goals.append([f"fan-out {size_label(size)}: {top} dest / 1 dest, FANOUT=upload ({gcs})",
+                            "(for comparison)", f"{ratio:.2f}x", "-"])
+            for n in counts:
+                if n == 1:
+                    continue
+                sent = max(r["body_bytes"] for r in measured[(gcs, size, "copy", n)]) / size
+                b.goals.append([f"fan-out {size_label(size)} -> {n} dest: bytes sent / size, FANOUT=copy ({gcs})",
+                                "1.00x", f"{sent:.3f}x", "met" if sent < 1.005 else "NOT met"])
+    for gcs, size, n, pick in server_side_seen:
+        how = ("objects.rewrite" if pick["rewrites"] == n - 1 and pick["uploads"] == 1
+               else f"not objects.rewrite alone: {pick['uploads']} uploads, {pick['rewrites']} rewrites, "
+                    f"{pick['download_bytes'] / size:.2f}x the size downloaded")
+        b.findings.append(f"rclone bucket-to-bucket copy ({gcs}, {size_label(size)} to {n}): {how}")
+
+
 # -- main ------------------------------------------------------------------------------------------------
 
 def machine() -> list[str]:
@@ -892,18 +1048,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="reduced set: 64 MiB instead of 256 MiB / 1 GiB, fewer iterations (1-2 min)")
     parser.add_argument("--small-n", type=int, help="small-object events per contender")
-    parser.add_argument("--reps", type=int, help="rounds per large size")
+    parser.add_argument("--reps", type=int, help="rounds per large size (and per fan-out contender)")
     parser.add_argument("--sink-dir", help="where gcs_sink stores object bytes (default: /dev/shm when "
                                            "it has room, else the temp dir)")
-    parser.add_argument("--skip", action="append", default=[],
-                        choices=["standins", "small", "large", "components", "rig", "scaling"],
+    parser.add_argument("--skip", action="append", default=[], choices=SECTIONS,
                         help="leave out a section (repeatable)")
+    parser.add_argument("--only", action="append", default=[], choices=SECTIONS,
+                        help="run only this section (repeatable), e.g. --only fanout")
+    parser.add_argument("--fanout-rate", type=float, metavar="MB_PER_S",
+                        help="the fan-out section's network-bound variant: gcs_sink admits at most this many "
+                             "MB/s of request bodies, all connections together (default 100)")
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
     if args.small_n:
         plan.small_n = args.small_n
     if args.reps:
         plan.large_reps = {s: args.reps for s in plan.large}
+        plan.fanout_reps = args.reps
+    if args.fanout_rate:
+        plan.fanout_rate = args.fanout_rate
+    if args.only:
+        args.skip = [name for name in SECTIONS if name not in args.only or name in args.skip]
 
     print("# gcs-sync benchmark")
     python_command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "bench.run",
@@ -919,7 +1084,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-") as tmp:
         sink_parent = args.sink_dir
         if sink_parent is None:
-            need = 4 * max(plan.large + plan.scale_sizes + [plan.dest_size])
+            need = 4 * max(plan.large + plan.scale_sizes + [plan.dest_size] + plan.fanout_sizes)
             shm = "/dev/shm"
             sink_parent = shm if os.path.isdir(shm) and shutil.disk_usage(shm).free > need + 2**30 else tmp
         with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-sink-", dir=sink_parent) as sink_dir:
@@ -927,12 +1092,14 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 progress("starting moto, the rig and gcs_sink; writing source objects")
                 bench.start()
-                for size in sorted(set(plan.large + plan.scale_sizes + [plan.dest_size, plan.standin_size,
-                                                                         plan.batch_size])):
+                sizes = {"standins": [plan.standin_size], "large": plan.large + [plan.batch_size],
+                         "scaling": plan.scale_sizes + [plan.dest_size], "rig": [plan.rig_size],
+                         "fanout": plan.fanout_sizes}
+                for size in sorted({s for name, ss in sizes.items() if name not in args.skip for s in ss}):
                     bench.put_object(size)
                 sections = [("standins", section_standins), ("small", section_small), ("large", section_large),
                             ("components", section_components), ("rig", section_rig_large),
-                            ("scaling", section_scaling)]
+                            ("scaling", section_scaling), ("fanout", section_fanout)]
                 if "standins" in args.skip:
                     raw = bench.driver("token", bench.env("sink"), "floor")
                     bench.rclone_config(raw.call("token")["token"])
@@ -945,6 +1112,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if bench.goals:
         table("Goals", ["figure", "goal", "measured", "verdict"], bench.goals)
+    for finding in bench.findings:
+        print(f"- {finding}")
     load = os.getloadavg()
     print(f"\ntotal wall time: {time.monotonic() - started:.0f} s; load average at the end {load[0]:.2f} (1 min), "
           f"{load[1]:.2f} (5 min) on {os.cpu_count()} CPUs"
