@@ -158,6 +158,11 @@ class Settings:
     aws_keys_present: bool = False
     in_lambda: bool = False
     function_name: str = "gcs-sync"
+    # Objects too large for one invocation: split into slices of slice_mb, each a task on this
+    # SQS queue (the function's own). slice_threshold_mb None: decided from the remaining time.
+    slice_queue_url: str | None = None
+    slice_mb: int = 256
+    slice_threshold_mb: int | None = None
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -234,6 +239,8 @@ class Settings:
         log = LogSettings._parse(env, problems, warnings)
         fanout, primary = _fanout(env, destinations, problems)
 
+        slice_queue_url, slice_mb, slice_threshold_mb = _slices(env, problems, warnings)
+
         key_filter = KeyFilter(
             include=tuple(t for t in _SPLIT.split(env.get("INCLUDE", "").strip()) if t),
             exclude=tuple(t for t in _SPLIT.split(env.get("EXCLUDE", "").strip()) if t),
@@ -269,6 +276,9 @@ class Settings:
             aws_keys_present=credentials.aws_keys_present,
             in_lambda=credentials.in_lambda,
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "gcs-sync",
+            slice_queue_url=slice_queue_url,
+            slice_mb=slice_mb,
+            slice_threshold_mb=slice_threshold_mb,
             warnings=tuple(warnings),
         )
 
@@ -324,6 +334,34 @@ def _fanout(env: Mapping[str, str], destinations: list, problems: list) -> tuple
             "destination that needs the write is used)"))
         return fanout, None
     return fanout, wanted
+
+
+SLICE_MB_MAX = 5 * 1024  # one slice is read and written by one invocation
+
+
+def _slices(env: Mapping[str, str], problems: list, warnings: list[str]) -> tuple[str | None, int, int | None]:
+    """SLICE_QUEUE_URL, SLICE_MB and SLICE_THRESHOLD_MB."""
+    url = env.get("SLICE_QUEUE_URL", "").strip() or None
+    if url and not re.match(r"^https?://[^/\s]+/\d+/[A-Za-z0-9_-]+(\.fifo)?/?$", url):
+        problems.append(Problem(
+            "SLICE_QUEUE_URL", f"{url!r} is not an SQS queue URL",
+            "set it to the URL of the function's own queue, as the SQS console shows it, e.g. "
+            "SLICE_QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/gcs-sync-work (not its ARN "
+            "or name), or remove it to fail objects too large for one invocation"))
+        url = None
+    slice_mb = _int(env, "SLICE_MB", 256, problems, minimum=1, example=256, unit="MB")
+    if slice_mb > SLICE_MB_MAX:
+        problems.append(Problem(
+            "SLICE_MB", f"{slice_mb} is above {SLICE_MB_MAX} (one slice must be copied by one invocation)",
+            f"set SLICE_MB to at most {SLICE_MB_MAX}, e.g. SLICE_MB=256"))
+        slice_mb = 256
+    threshold = None
+    if env.get("SLICE_THRESHOLD_MB", "").strip():
+        threshold = _int(env, "SLICE_THRESHOLD_MB", 0, problems, minimum=1, example=1024, unit="MB") or None
+        if threshold and not url:
+            warnings.append("SLICE_THRESHOLD_MB is set but SLICE_QUEUE_URL is not, so nothing is sliced; set "
+                            "SLICE_QUEUE_URL to the function's own queue to slice large objects")
+    return url, slice_mb, threshold
 
 
 class _DestinationProblem(ValueError):

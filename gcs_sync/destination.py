@@ -207,6 +207,101 @@ class GcsWriter:
         return False
 
 
+@dataclass(frozen=True)
+class TempObject:
+    """An object under the reserved prefix of sliced copies, with its own metadata."""
+
+    name: str
+    generation: int
+    size: int
+    crc32c: str | None
+    metadata: dict
+
+
+def _temp(blob: Any) -> TempObject:
+    return TempObject(blob.name, int(blob.generation or 0), int(blob.size or 0), blob.crc32c, dict(blob.metadata or {}))
+
+
+class SliceStore:
+    """The Cloud Storage calls of sliced copies (``slices``): temporary objects under a reserved
+    prefix, compose, listing. Same timeouts, retries and error translation as ``GcsWriter``."""
+
+    def __init__(self, writer: GcsWriter):
+        self._writer = writer
+
+    @property
+    def _client(self) -> Any:
+        return self._writer._client
+
+    def get(self, destination: Destination, name: str) -> TempObject | None:
+        blob = self._client.bucket(destination.bucket).blob(name)
+        try:
+            blob.reload(timeout=self._writer._timeout(), retry=self._writer._retry())
+        except gexc.NotFound as exc:
+            if _bucket_missing(exc):
+                raise _bucket_not_found(destination) from exc
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "read") from exc
+        return _temp(blob)
+
+    def upload(self, destination: Destination, name: str, path: str, crc32c: str, metadata: dict) -> TempObject:
+        """Upload a staged slice only if ``name`` is absent (412 -> ``PreconditionFailed``); Cloud
+        Storage refuses bytes whose CRC32C is not ``crc32c``."""
+        blob = self._client.bucket(destination.bucket).blob(name, chunk_size=UPLOAD_CHUNK)
+        blob.metadata = metadata
+        blob.crc32c = crc32c
+        try:
+            blob.upload_from_filename(path, content_type="application/octet-stream", if_generation_match=0,
+                                      checksum=None, timeout=self._writer._timeout(), retry=self._writer._retry())
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "write") from exc
+        return _temp(blob)
+
+    def compose(self, destination: Destination, sources: list[TempObject], name: str, if_generation_match: int,
+                headers: dict | None = None, metadata: dict | None = None) -> TempObject:
+        """Compose ``sources`` (at most 32, each pinned to its generation) into ``name``, only while
+        ``name`` is ``if_generation_match`` (0: absent)."""
+        bucket = self._client.bucket(destination.bucket)
+        blob = bucket.blob(name)
+        for attr, value in (headers or {}).items():
+            setattr(blob, attr, value)
+        blob.metadata = metadata or {}
+        if not blob.content_type:
+            blob.content_type = "application/octet-stream"
+        parts = [bucket.blob(source.name, generation=source.generation) for source in sources]
+        try:
+            blob.compose(parts, if_generation_match=if_generation_match,
+                         if_source_generation_match=[source.generation for source in sources],
+                         timeout=self._writer._timeout(), retry=self._writer._retry())
+        except gexc.NotFound as exc:
+            if _bucket_missing(exc):
+                raise _bucket_not_found(destination) from exc
+            raise PreconditionFailed(f"gs://{destination.bucket}/{name}: a source of the compose is gone "
+                                     "(another invocation composed or removed it); looking again") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "compose") from exc
+        return _temp(blob)
+
+    def listing(self, destination: Destination, prefix: str) -> list[TempObject]:
+        try:
+            return [_temp(blob) for blob in self._client.list_blobs(
+                destination.bucket, prefix=prefix, timeout=self._writer._timeout(), retry=self._writer._retry())]
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, prefix, "list") from exc
+
+    def remove(self, destination: Destination, obj: TempObject) -> None:
+        """Delete a temporary object (that generation only); already gone counts as done."""
+        blob = self._client.bucket(destination.bucket).blob(obj.name)
+        try:
+            blob.delete(if_generation_match=obj.generation, timeout=self._writer._timeout(),
+                        retry=self._writer._retry())
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, obj.name, "delete") from exc
+
+
 class RewriteRefused(DestinationError):
     """A server-side copy was refused (403): this destination is written by upload instead."""
 

@@ -60,12 +60,87 @@ class Notifications:
     problems: tuple[str, ...] = ()
 
 
+SLICE_TASK = "gcs-sync-slice"  # the key of an SQS message body that holds one slice of a large object
+
+
+@dataclass(frozen=True)
+class SliceTask:
+    """One slice of an object too large for one invocation, as the planning invocation queued it
+    (see ``slices``): everything the slice needs, pinned to the source state the plan saw."""
+
+    plan: str  # the plan's id: the same source state planned again gives the same id
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int  # of the whole object
+    index: int  # 0-based
+    count: int
+    start: int  # byte range [start, end) of the object
+    end: int
+    parts: tuple[int, ...] = ()  # sizes of the S3 parts this slice holds (empty: not aligned with parts)
+    first_part: int = 0  # the S3 part number of parts[0]
+    destination: str = ""  # Destination.url of the destination composed into (the primary)
+    name: str = ""  # the final object's name there
+    generation: int = 0  # what that name held when planned (0: nothing): the compose's precondition
+    record: dict = field(default_factory=dict)  # S3's record: etag, checksums, type, digest
+    headers: dict = field(default_factory=dict)
+    user_metadata: dict = field(default_factory=dict)
+    last_modified: str | None = None
+    sequencer: str | None = None
+    round: int = 1  # planned again (after a failed proof) with round + 1
+    planned_at: float = 0.0  # Unix time of the planning, for the final result's duration
+
+    @property
+    def url(self) -> str:
+        version = f" (version {self.version_id})" if self.version_id else ""
+        return printable(f"s3://{self.bucket}/{self.key}{version}")
+
+    def body(self) -> str:
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        fields["parts"] = list(self.parts)
+        return json.dumps({SLICE_TASK: fields}, separators=(",", ":"))
+
+    @classmethod
+    def from_fields(cls, data: Any) -> "SliceTask":
+        """ValueError naming the field that is missing or of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        kinds = {"plan": str, "bucket": str, "key": str, "etag": str, "size": int, "index": int, "count": int,
+                 "start": int, "end": int, "destination": str, "name": str}
+        optional = {"version_id": str, "first_part": int, "generation": int, "record": dict, "headers": dict,
+                    "user_metadata": dict, "last_modified": str, "sequencer": str, "round": int,
+                    "planned_at": (int, float), "parts": list}
+        values = {}
+        for name, kind in {**kinds, **optional}.items():
+            value = data.get(name)
+            if value is None and name in optional:
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"field {name!r} missing or not a {getattr(kind, '__name__', 'number')}")
+            values[name] = value
+        if not all(isinstance(p, int) and p >= 0 for p in values.get("parts", [])):
+            raise ValueError("field 'parts' must list part sizes")
+        values["parts"] = tuple(values.get("parts", ()))
+        values.setdefault("version_id", None)
+        task = cls(**values)
+        if not (0 <= task.index < task.count and 0 <= task.start <= task.end <= task.size):
+            raise ValueError(f"slice {task.index} of {task.count}, bytes {task.start}-{task.end} of {task.size}: "
+                             "out of range")
+        if task.parts and sum(task.parts) != task.end - task.start:
+            raise ValueError("the part sizes do not add up to the slice's range")
+        _unicode(task.key, "object key")
+        return task
+
+
 @dataclass(frozen=True)
 class SqsMessage:
     message_id: str
     refs: tuple[ObjectRef, ...] = ()
     ignored: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    slice: SliceTask | None = None  # a slice of a large object, queued by this function
+    receive_count: int | None = None  # SQS's ApproximateReceiveCount, for a slice's logs
 
 
 @dataclass(frozen=True)
@@ -247,8 +322,33 @@ def _sqs_message(record: Any, index: int) -> SqsMessage:
     ignored: list[str] = []
     problems: list[str] = []
     body = record.get("body") if isinstance(record, dict) else None
+    task = _slice_task(body)
+    if task is not None:  # a slice queued by this function, before any S3 notification shape
+        if isinstance(task, str):
+            return SqsMessage(message_id, problems=(f"SQS message {message_id}: malformed slice task ({task})",))
+        attributes = record.get("attributes") if isinstance(record.get("attributes"), dict) else {}
+        count = attributes.get("ApproximateReceiveCount")
+        return SqsMessage(message_id, slice=task,
+                          receive_count=int(count) if isinstance(count, str) and count.isdigit() else None)
     _embedded_notification(body, f"SQS message {message_id}", refs, ignored, problems)
     return SqsMessage(message_id, tuple(refs), tuple(ignored), tuple(problems))
+
+
+def _slice_task(body: Any) -> SliceTask | str | None:
+    """The slice task in an SQS body; a str saying what is wrong with a malformed one; None when
+    the body is not a slice task."""
+    if not isinstance(body, str) or SLICE_TASK not in body:
+        return None
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(payload, dict) or SLICE_TASK not in payload:
+        return None
+    try:
+        return SliceTask.from_fields(payload[SLICE_TASK])
+    except (TypeError, ValueError) as exc:
+        return _reason(exc)
 
 
 def _eventbridge(event: dict) -> Notifications:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED_RESULTS = 100
 MAX_RESULT_STRING = 1000
-COUNTED = ("copied", "repaired", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
+COUNTED = ("copied", "repaired", "sliced", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
 
 
 class Container:
@@ -87,11 +87,13 @@ def _notifications(invocation: Notifications, runtime: Runtime) -> dict:
 
 
 def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
+    failed_ids = _slices(batch, runtime)
     all_reports = process([ref for message in batch.messages for ref in message.refs], runtime)
     metrics.emit(all_reports, function_name=runtime.settings.function_name, shape="sqs")
     reports = iter(all_reports)
-    failed_ids = []
     for message in batch.messages:
+        if message.slice is not None:
+            continue
         message_reports = [next(reports) for _ in message.refs]
         for line in message.ignored:
             log.info("record ignored", extra={"fields": {"messageId": message.message_id, "reason": line}})
@@ -102,6 +104,36 @@ def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
     log.info("invocation summary", extra={"fields": {
         "messages": len(batch.messages), "failedMessages": len(failed_ids)}})
     return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
+
+
+def _slices(batch: SqsBatch, runtime: Runtime) -> list[str]:
+    """Run the batch's slice tasks (``slices``); the ids of the messages whose slice failed."""
+    from .slices import parallel
+
+    messages = [m for m in batch.messages if m.slice is not None]
+    if not messages:
+        return []
+    runtime.auth.ensure_token()
+    slicer = runtime.copier.slicer
+    outcomes = parallel([m.slice for m in messages], slicer.run, runtime.settings.object_concurrency)
+    failed, reports, kinds = [], [], []
+    for message, outcome in zip(messages, outcomes):
+        task = message.slice
+        if isinstance(outcome, GcsSyncError):
+            failed.append(message.message_id)
+            kinds.append("failed")
+            log.error("slice failed", extra={"fields": {
+                "source": task.url, "plan": task.plan, "slice": task.index + 1, "of": task.count,
+                "messageId": message.message_id, "receiveCount": message.receive_count, "error": str(outcome),
+                "next": "SQS delivers it again; after the queue's maxReceiveCount it moves to the dead-letter queue"}})
+            continue
+        kinds.append(outcome.kind)
+        if outcome.report is not None:
+            reports.append(outcome.report)
+    metrics.emit_slices(kinds, function_name=runtime.settings.function_name)
+    if reports:
+        metrics.emit(reports, function_name=runtime.settings.function_name, shape="slices")
+    return failed
 
 
 def _batch_operations(batch: BatchOperations, runtime: Runtime) -> dict:

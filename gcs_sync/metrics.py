@@ -51,6 +51,7 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> 
         {
             "ObjectsCopied": (outcomes.count(COPIED), "Count"),
             "ObjectsRepaired": (outcomes.count(REPAIRED), "Count"),
+            "ObjectsSliced": (outcomes.count("sliced"), "Count"),  # queued as slices (SLICE_QUEUE_URL)
             "ObjectsUnchanged": (sum(o in ("already_current", "superseded", "skipped", "kept", "already_absent")
                                      for o in outcomes), "Count"),
             "ObjectsDeleted": (outcomes.count("deleted"), "Count"),
@@ -85,6 +86,22 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> 
                             "Milliseconds"),
             },
         ))
+
+
+def emit_slices(kinds: list[str], *, function_name: str) -> None:
+    """Slice tasks of one invocation: stored, failed (SQS delivers them again), objects composed,
+    plans abandoned because the source changed."""
+    if not kinds:
+        return
+    _write(_document(
+        int(time.time() * 1000), [["FunctionName"]], {"FunctionName": function_name},
+        {
+            "SlicesCopied": (sum(k in ("slice", "composed") for k in kinds), "Count"),
+            "SlicesFailed": (kinds.count("failed"), "Count"),
+            "ObjectsComposed": (kinds.count("composed"), "Count"),
+            "SlicePlansAbandoned": (kinds.count("abandoned"), "Count"),
+        },
+    ))
 
 
 def _document(timestamp: int, dimensions: list, values: dict, metrics: dict) -> dict:

@@ -28,6 +28,7 @@ from .ordering import compare_sequencers
 from .plan import AGAIN, ASK_SOURCE, CURRENT, SUPERSEDED, Final, Write, plan_for, resolve
 from .plan import Plan as SlotPlan
 from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
+from .slices import SLICED, Slicer
 from .source import Source, SourceObject
 from .streaming import SessionLost
 from .ways import ServerCopy, StagedUpload, StreamedUpload, Way
@@ -51,7 +52,7 @@ KEPT = "kept"  # a delete that did not apply: the copy is newer, foreign, or the
 ABSENT = "already_absent"
 SKIPPED = "skipped"
 FAILED = "failed"
-OUTCOME_ORDER = (COPIED, REPAIRED, DELETED, SUPERSEDED, CURRENT, KEPT, ABSENT)
+OUTCOME_ORDER = (COPIED, REPAIRED, SLICED, DELETED, SUPERSEDED, CURRENT, KEPT, ABSENT)
 
 
 @dataclass
@@ -244,6 +245,7 @@ class Copier:
         self._streams = threading.BoundedSemaphore(streams_in_flight(settings))
         self._no_server_copy: set[str] = set()  # destinations that refused a server-side copy (403)
         self._lock = threading.Lock()
+        self.slicer = Slicer(settings, source, writer, self.deadline)  # objects too large for one invocation
 
     def remember(self, destination: Destination, name: str) -> None:
         """``name`` is known to exist at ``destination``: copies to it look before writing."""
@@ -462,6 +464,8 @@ class Copier:
             if not uploads:
                 return again
             copies = []  # the rest (destinations that refuse server-side copies) are uploaded below
+        if self.slicer.must_slice(obj):  # raises TooLarge (permanent) when it cannot be copied here
+            return self._sliced(obj, state, uploads + copies) + again
         if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
             try:
                 with staging.file(obj.size, obj.url) as path:
@@ -482,6 +486,16 @@ class Copier:
                                     self.settings.stream_chunk)
             again += self._apply(stream, uploads, state)
         return again + self._after_upload(uploads, copies, obj, state, stream.fingerprint, fallback=None)
+
+    def _sliced(self, obj: SourceObject, state: SourceState, writes: list[Slot]) -> list[Slot]:
+        """Queue the object's slices (``slices``): composed into the primary destination, then copied
+        server-side to the others, by the invocations that receive them."""
+        primary = next((s for s in writes if s.destination.url == self.settings.primary_destination), writes[0])
+        plan, count = self.slicer.plan(obj, state, primary.destination, primary.name, primary.plan.generation)
+        for slot in writes:
+            slot.result = self._result(slot.destination, slot.name, SLICED, started=slot.started, detail=(
+                f"{count} slices queued (plan {plan}); the invocation that composes them reports the copy"))
+        return []
 
     def _fan_out_plan(self, slots: list[Slot], writes: list[Slot]) -> tuple[Slot | None, list[Slot], list[Slot]]:
         """(origin, uploads, copies). ``origin``: a slot already holding exactly this state, verified,

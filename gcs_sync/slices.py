@@ -1,0 +1,680 @@
+"""Objects too large for one invocation: slices copied by parallel invocations, composed in
+Cloud Storage and proven, with no coordinator.
+
+The invocation that sees the event plans the object (``Slicer.plan``): byte ranges aligned with the
+S3 object's parts when it was uploaded in parts (each slice then carries its parts' digests), else
+``SLICE_MB`` ranges. Each slice is one message on the function's own queue (``SLICE_QUEUE_URL``),
+pinned to the source state the plan saw. The function receives those messages like any other SQS
+message (``Slicer.run``):
+
+1. ranged GET of the slice, pinned to the version / ETag (a changed source abandons the plan: its
+   temporary objects are removed, the newer state's own event copies it);
+2. upload to ``RESERVED_PREFIX<plan>/s<index>`` in the primary destination's bucket, only if
+   absent (a duplicate delivery writes nothing new), its CRC32C checked by Cloud Storage;
+3. list the plan's prefix: whoever sees every slice present composes them (32 per call, in
+   levels), into the final name under the ordering rule's preconditions, with the full metadata
+   and provenance. Concurrent finishers settle by precondition: a 412 whose final object already
+   holds this state, proven, is success;
+4. the final object is proven (size, the CRC32C combined from the slices', S3's whole-object
+   record when it can be rebuilt from the slices), the temporary objects are deleted and the
+   other destinations get a server-side copy of it.
+
+State lives only in the messages and in Cloud Storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .config import Destination, Settings
+from .deadline import Deadline
+from .destination import GcsWriter, SliceStore, TempObject
+from .errors import ChecksumMismatch, DestinationError, GcsSyncError, PreconditionFailed, SourceChanged, SourceGone
+from .events import SliceTask
+from .metadata import SourceState, format_time, parse_time, user_metadata
+from .ordering import same_state
+from .plan import ASK_SOURCE, Final, Write, plan_for, resolve
+from .proof import (CRC32, CRC32C, CRC64NVME, MULTIPART_ETAG, NONE, Fingerprint, Plan, Reading, S3Record,
+                    _hasher, check_copy)
+from .source import SourceObject
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+RESERVED_PREFIX = ".gcs-sync-slices/"  # in the primary destination's bucket; a lifecycle rule removes leftovers
+GCS_MAX_OBJECT = 5 * 1024 ** 4  # Cloud Storage's largest object: 5 TiB
+COMPOSE_MAX = 32  # sources per compose call
+ASSUMED_THROUGHPUT = 50 * 1000 * 1000  # bytes/s of one invocation, until this container has measured one
+TIME_SHARE = 0.7  # an object is copied in one invocation only if it needs at most this share of the time left
+MEASURE_MIN_BYTES = 64 * MIB  # copies from this size update the measured throughput
+ROUNDS = 2  # a plan whose slices fail the whole-object proof is queued once more, then fails
+SEND_BATCH = 10  # SendMessageBatch's limit
+WRITE_ATTEMPTS = 5
+
+SLICE_PLAN = "gcs-sync-slice-plan"
+SLICE_RANGE = "gcs-sync-slice-range"
+SLICE_PARTS = "gcs-sync-slice-parts"  # the S3 parts' digests (MD5 hex or checksum base64), comma-separated
+SLICE_WHOLE = "gcs-sync-slice-crc"  # the slice's CRC32 / CRC64NVME (base64), when that is S3's full-object record
+_SLICE_NAME = re.compile(r"^s(\d{5})$")
+
+SLICED = "sliced"  # the planning invocation's outcome: the slices were queued
+
+
+# ------------------------------------------------------------------ CRC combination
+
+_CRCS = {  # name -> (reflected polynomial, width in bits)
+    CRC32C: (0x82F63B78, 32),
+    CRC32: (0xEDB88320, 32),
+    CRC64NVME: (0x9A6C9329AC4BC9B5, 64),
+}
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, i = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]
+
+
+def crc_combine(algorithm: str, crc1: int, crc2: int, len2: int) -> int:
+    """The CRC of A + B from crc(A), crc(B) and len(B), for the reflected CRCs S3 and Cloud
+    Storage use (initial value and final XOR all ones): zlib's crc32_combine, for any width."""
+    poly, width = _CRCS[algorithm]
+    if len2 <= 0:
+        return crc1
+    odd = [poly] + [1 << i for i in range(width - 1)]  # the operator for one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)  # the first pass applies one zero byte
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    return crc_combine(CRC32C, crc1, crc2, len2)
+
+
+def combine_b64(algorithm: str, pieces: list[tuple[str, int]]) -> str:
+    """The base64 CRC of the concatenation of pieces given as (base64 CRC, length)."""
+    width = _CRCS[algorithm][1] // 8
+    total = None
+    for value, length in pieces:
+        crc = int.from_bytes(base64.b64decode(value), "big")
+        total = crc if total is None else crc_combine(algorithm, total, crc, length)
+    return base64.b64encode((total or 0).to_bytes(width, "big")).decode("ascii")
+
+
+# ------------------------------------------------------------------ planning (pure)
+
+@dataclass(frozen=True)
+class Range:
+    start: int
+    end: int
+    parts: tuple[int, ...] = ()  # S3 part sizes within the range (aligned slices)
+    first_part: int = 0
+
+
+def slice_ranges(size: int, slice_bytes: int, part_sizes: list[int] | None = None) -> list[Range]:
+    """Byte ranges covering ``size``: whole S3 parts grouped up to ``slice_bytes`` (a part larger
+    than that is one slice of its own: parts are at most 5 GiB), else ``slice_bytes`` each."""
+    if slice_bytes <= 0:
+        raise ValueError("slice size must be positive")
+    if part_sizes:
+        if sum(part_sizes) != size:
+            raise ValueError(f"the parts add up to {sum(part_sizes)} bytes, not {size}")
+        ranges: list[Range] = []
+        start, group, first = 0, [], 1
+        for number, part in enumerate(part_sizes, 1):
+            if group and sum(group) + part > slice_bytes:
+                ranges.append(Range(start, start + sum(group), tuple(group), first))
+                start, group, first = start + sum(group), [], number
+            group.append(part)
+        ranges.append(Range(start, start + sum(group), tuple(group), first))
+        return ranges
+    if size == 0:
+        return [Range(0, 0)]
+    return [Range(s, min(s + slice_bytes, size)) for s in range(0, size, slice_bytes)]
+
+
+def plan_id(obj: SourceObject) -> str:
+    """The same source state planned again (a duplicate event, a retry) gets the same id."""
+    text = "\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag, str(obj.size)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def slice_name(plan: str, index: int) -> str:
+    return f"{RESERVED_PREFIX}{plan}/s{index:05d}"
+
+
+class TooLarge(GcsSyncError):
+    """The object cannot be copied by one invocation (and slicing is off), or by any means."""
+
+    retryable = False
+
+
+def needs_slicing(size: int, remaining: float | None, throughput: float, settings: Settings) -> bool:
+    """Whether an object of ``size`` bytes must be sliced: always from SLICE_THRESHOLD_MB (with a
+    queue), else when it would take more than TIME_SHARE of the time left at ``throughput``.
+    Raises ``TooLarge`` (permanent) above Cloud Storage's 5 TiB."""
+    if size > GCS_MAX_OBJECT:
+        raise TooLarge(f"{size} bytes is over Cloud Storage's limit of 5 TiB per object ({GCS_MAX_OBJECT} "
+                       "bytes); it cannot be copied")
+    if settings.slice_queue_url and settings.slice_threshold_mb and size >= settings.slice_threshold_mb * MIB:
+        return True
+    if remaining is None:
+        return False
+    return size / max(throughput, 1.0) > remaining * TIME_SHARE
+
+
+# ------------------------------------------------------------------ one slice's digests
+
+class SliceReading(Reading):
+    """The CRC32C of the slice, its parts' digests (when S3's record is per part), and its CRC32 /
+    CRC64NVME when that is S3's full-object record (combined from the slices' at the end)."""
+
+    def __init__(self, object_plan: Plan, parts: tuple[int, ...]):
+        per_part = object_plan.per_part and bool(parts)
+        super().__init__(Plan(object_plan.proof, None, len(parts)) if per_part else Plan(NONE), list(parts))
+        self.whole = _hasher(object_plan.proof) if (not object_plan.per_part and object_plan.proof in
+                                                    (CRC32, CRC64NVME)) else None
+
+    def update(self, chunk: bytes) -> None:
+        super().update(chunk)
+        if self.whole is not None:
+            self.whole.update(chunk)
+
+    def part_digests(self) -> list[str]:
+        if self.plan.proof == MULTIPART_ETAG:
+            return [d.hex() for d in self._part_digests]
+        return [base64.b64encode(d).decode("ascii") for d in self._part_digests]
+
+    def whole_b64(self) -> str | None:
+        return base64.b64encode(self.whole.digest()).decode("ascii") if self.whole is not None else None
+
+
+@dataclass
+class SliceOutcome:
+    """What one slice message came to: ``slice`` (this slice stored), ``composed`` (this one
+    composed the object), ``done`` (nothing left to do), ``abandoned`` (the source changed)."""
+
+    kind: str
+    task: SliceTask
+    report: Any = None  # transfer.ObjectReport of a composed object (or of a fan-out finished later)
+
+
+def _object_of(task: SliceTask) -> SourceObject:
+    record = task.record or {}
+    return SourceObject(
+        bucket=task.bucket, key=task.key, version_id=task.version_id, etag=task.etag, size=task.size,
+        last_modified=parse_time(task.last_modified), headers=dict(task.headers),
+        user_metadata=dict(task.user_metadata),
+        record=S3Record(etag=str(record.get("etag") or task.etag.lower()),
+                        checksums=tuple((str(a), str(v)) for a, v in record.get("checksums") or ()),
+                        checksum_type=record.get("type"), etag_is_digest=bool(record.get("digest", True))),
+    )
+
+
+def whole_proof(plan: Plan) -> str:
+    """The S3 record a sliced copy is proven against: what can be rebuilt from the slices."""
+    if plan.per_part or plan.proof in (CRC32C, CRC32, CRC64NVME):
+        return plan.proof
+    return NONE  # an MD5 / SHA-1 / SHA-256 of the whole cannot be combined from slices
+
+
+class Slicer:
+    """Plans sliced copies (the invocation that sees the event) and runs slice tasks (the
+    invocations that receive them)."""
+
+    def __init__(self, settings: Settings, source: Any, writer: GcsWriter, deadline: Deadline | None = None,
+                 sqs: Any = None):
+        self.settings = settings
+        self.source = source
+        self.writer = writer
+        self.store = SliceStore(writer)
+        self.deadline = deadline or Deadline()
+        self._sqs = sqs
+        self._lock = threading.Lock()
+        self.throughput = float(ASSUMED_THROUGHPUT)
+        self.measured = False
+
+    # ------------------------------------------------------------ deciding
+
+    def measure(self, nbytes: int, seconds: float) -> None:
+        """A copy of ``nbytes`` took ``seconds`` in this container: the figure later decisions use."""
+        if nbytes >= MEASURE_MIN_BYTES and seconds > 0:
+            with self._lock:
+                rate = nbytes / seconds
+                self.throughput = rate if not self.measured else 0.5 * self.throughput + 0.5 * rate
+                self.measured = True
+
+    def must_slice(self, obj: SourceObject) -> bool:
+        """True when ``obj`` goes through slices; ``TooLarge`` when it cannot be copied here at all."""
+        remaining = self.deadline.remaining()
+        if not needs_slicing(obj.size, remaining, self.throughput, self.settings):
+            return False
+        if self.settings.slice_queue_url:
+            return True
+        figure = "measured" if self.measured else "assumed"
+        raise TooLarge(
+            f"{obj.url}: {obj.size} bytes cannot be copied in the {remaining:.0f} s this invocation has left "
+            f"(at the {figure} {self.throughput / 1e6:.0f} MB/s it needs about {obj.size / self.throughput:.0f} s), "
+            "and every retry would fail the same way. Enable slicing: set SLICE_QUEUE_URL to the function's own "
+            "SQS queue (deploy/template.yaml with UseQueue=true creates it and the permission), so that "
+            "parallel invocations copy it in slices; see the README, 'Objects larger than one invocation'")
+
+    # ------------------------------------------------------------ planning
+
+    def plan(self, obj: SourceObject, state: SourceState, destination: Destination, name: str,
+             generation: int) -> tuple[str, int]:
+        """Queue one task per slice; (plan id, number of slices)."""
+        plan = obj.plan
+        parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
+        sizes = self.source.part_sizes(obj, parts) if parts > 1 else None
+        ranges = slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
+        pid = plan_id(obj)
+        record = obj.record or S3Record(etag=obj.etag)
+        common = dict(
+            plan=pid, bucket=obj.bucket, key=obj.key, version_id=obj.version_id, etag=obj.etag, size=obj.size,
+            count=len(ranges), destination=destination.url, name=name, generation=generation,
+            record={"etag": record.etag, "checksums": [list(c) for c in record.checksums],
+                    "type": record.checksum_type, "digest": record.etag_is_digest},
+            headers=dict(obj.headers), user_metadata=dict(obj.user_metadata),
+            last_modified=format_time(obj.last_modified) if obj.last_modified else None,
+            sequencer=state.sequencer, planned_at=round(time.time(), 3))
+        tasks = [SliceTask(index=i, start=r.start, end=r.end, parts=r.parts, first_part=r.first_part, **common)
+                 for i, r in enumerate(ranges)]
+        self.queue(tasks)
+        log.info("object sliced", extra={"fields": {
+            "source": obj.url, "plan": pid, "slices": len(ranges), "bytes": obj.size,
+            "alignedWithParts": bool(sizes), "destination": f"gs://{destination.bucket}/{name}"}})
+        return pid, len(ranges)
+
+    def queue(self, tasks: list[SliceTask]) -> None:
+        sqs = self._client()
+        for first in range(0, len(tasks), SEND_BATCH):
+            batch = {str(t.index): t for t in tasks[first:first + SEND_BATCH]}
+            for attempt in range(3):
+                try:
+                    answer = sqs.send_message_batch(QueueUrl=self.settings.slice_queue_url, Entries=[
+                        {"Id": i, "MessageBody": t.body()} for i, t in batch.items()])
+                except Exception as exc:  # noqa: BLE001 - botocore's, translated here
+                    raise DestinationError(
+                        f"SLICE_QUEUE_URL {self.settings.slice_queue_url}: could not queue slices "
+                        f"({type(exc).__name__}: {str(exc)[:200]}). The function's role needs sqs:SendMessage on "
+                        "its own queue (the template grants it); will retry", retryable=True) from exc
+                batch = {f["Id"]: batch[f["Id"]] for f in answer.get("Failed", []) if f.get("Id") in batch}
+                if not batch:
+                    break
+            if batch:
+                raise DestinationError(f"SLICE_QUEUE_URL: SQS refused {len(batch)} slice message(s); will retry",
+                                       retryable=True)
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._sqs is None:
+                import boto3
+                from botocore.config import Config
+
+                region = _queue_region(self.settings.slice_queue_url or "") or None
+                self._sqs = boto3.session.Session().client(
+                    "sqs", region_name=region,
+                    config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
+                                  read_timeout=20))
+            return self._sqs
+
+    # ------------------------------------------------------------ one slice task
+
+    def run(self, task: SliceTask) -> SliceOutcome:
+        """Store this slice, then compose if every slice is there. Raises ``GcsSyncError`` when the
+        slice failed (SQS delivers it again)."""
+        destination = next((d for d in self.settings.destinations if d.url == task.destination), None)
+        if destination is None:
+            raise DestinationError(
+                f"{task.url}: slice {task.index + 1}/{task.count} names destination {task.destination}, which is "
+                "no longer in GCS_DESTINATIONS; the plan cannot finish (copy the object again with a sync)",
+                retryable=False)
+        obj = _object_of(task)
+        state = self._state(task, obj)
+        prefix = f"{RESERVED_PREFIX}{task.plan}/"
+        try:
+            held = self.writer.held(destination, task.name)
+            if _holds(held, state):  # composed already (this message is late or a duplicate)
+                return SliceOutcome("done", task, self._after_compose(task, obj, state, destination, held, prefix,
+                                                                      composed=False))
+            self._store_slice(task, obj, destination)
+            return self._finish(task, obj, state, destination, prefix)
+        except (SourceChanged, SourceGone) as exc:
+            removed = self._clean(destination, prefix)
+            log.warning("sliced copy abandoned: the source changed", extra={"fields": {
+                "source": task.url, "plan": task.plan, "slice": task.index, "reason": str(exc),
+                "temporaryObjectsRemoved": removed,
+                "next": "the newer state's own event (or a sync) copies it"}})
+            return SliceOutcome("abandoned", task)
+
+    def _state(self, task: SliceTask, obj: SourceObject) -> SourceState:
+        return replace(obj.state(sequencer=task.sequencer), crc32c=None)
+
+    def _store_slice(self, task: SliceTask, obj: SourceObject, destination: Destination) -> None:
+        name = slice_name(task.plan, task.index)
+        existing = self.store.get(destination, name)
+        if existing is not None and _valid_slice(existing, task):
+            log.info("slice already stored", extra={"fields": {"source": task.url, "slice": task.index,
+                                                                "of": task.count}})
+            return
+        if existing is not None:  # left by an earlier round that failed its proof
+            self.store.remove(destination, existing)
+        from .transfer import Staging
+
+        started = time.monotonic()
+        reading = SliceReading(obj.plan, task.parts)
+        with Staging(self.settings.staging_dir) as staging:
+            with staging.file(task.end - task.start, f"{task.url} slice {task.index + 1}/{task.count}") as path:
+                with open(path, "wb") as sink:
+                    if task.end > task.start:
+                        self.source._retrying(obj, reading, lambda attempt: self.source._read_from(
+                            obj, sink, reading, None, task.start, task.end))
+                if reading.size != task.end - task.start:
+                    raise ChecksumMismatch(f"{task.url}: read {reading.size} bytes of slice {task.index} "
+                                           f"({task.start}-{task.end}); will retry")
+                metadata = {SLICE_PLAN: task.plan, SLICE_RANGE: f"{task.start}-{task.end}"}
+                if task.parts and obj.plan.per_part:
+                    metadata[SLICE_PARTS] = ",".join(reading.part_digests())
+                if reading.whole_b64():
+                    metadata[SLICE_WHOLE] = reading.whole_b64()
+                try:
+                    stored = self.store.upload(destination, name, path, reading.crc32c_b64, metadata)
+                except PreconditionFailed:  # a duplicate delivery stored it meanwhile
+                    stored = self.store.get(destination, name)
+                    if stored is None or not _valid_slice(stored, task):
+                        raise DestinationError(f"gs://{destination.bucket}/{name}: another delivery of this slice "
+                                               "is writing it; will retry", retryable=True)
+                    return
+        if stored.size != reading.size or stored.crc32c != reading.crc32c_b64:
+            self.store.remove(destination, stored)
+            raise ChecksumMismatch(f"gs://{destination.bucket}/{name}: Cloud Storage holds {stored.size} bytes, crc32c "
+                                   f"{stored.crc32c}; the slice read has {reading.size}, {reading.crc32c_b64}; "
+                                   "removed, will retry")
+        log.info("slice copied", extra={"fields": {
+            "source": task.url, "plan": task.plan, "slice": task.index + 1, "of": task.count,
+            "bytes": reading.size, "seconds": round(time.monotonic() - started, 3)}})
+
+    # ------------------------------------------------------------ completion
+
+    def _finish(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
+                prefix: str) -> SliceOutcome:
+        present = {}
+        for item in self.store.listing(destination, prefix):
+            match = _SLICE_NAME.match(item.name[len(prefix):])
+            if match and int(match.group(1)) < task.count:
+                present[int(match.group(1))] = item
+        if len(present) < task.count:
+            log.info("slices present", extra={"fields": {"source": task.url, "plan": task.plan,
+                                                          "present": len(present), "of": task.count}})
+            return SliceOutcome("slice", task)
+        slices = [present[i] for i in range(task.count)]
+        crc32c, proof = self._prove_slices(task, obj, slices, destination, prefix)
+        state = replace(state, crc32c=crc32c, proof=proof)
+        held, composed = self._compose_final(task, obj, state, destination, slices, prefix)
+        if held is None:
+            return SliceOutcome("done", task)  # superseded: a newer state is there
+        return SliceOutcome("composed" if composed else "done", task,
+                            self._after_compose(task, obj, state, destination, held, prefix, composed=composed))
+
+    def _prove_slices(self, task: SliceTask, obj: SourceObject, slices: list[TempObject], destination: Destination,
+                      prefix: str) -> tuple[str, str]:
+        """(combined CRC32C, proof): the slices cover the object exactly and together hold S3's record."""
+        problems = []
+        end = 0
+        for item in slices:
+            if item.metadata.get(SLICE_PLAN) != task.plan or item.metadata.get(SLICE_RANGE) != f"{end}-{end + item.size}":
+                problems.append(f"{item.name} is not bytes {end}-{end + item.size} of this plan")
+            end += item.size
+        if end != task.size:
+            problems.append(f"the slices hold {end} bytes, the object {task.size}")
+        crc32c = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in slices]) if not problems else ""
+        plan = obj.plan
+        proof = whole_proof(plan)
+        if not problems and proof != NONE:
+            if plan.per_part:
+                digests = [d for s in slices for d in (s.metadata.get(SLICE_PARTS) or "").split(",") if d]
+                if len(digests) != plan.parts:
+                    problems.append(f"{len(digests)} part digests for the {plan.parts} parts S3 recorded")
+                else:
+                    combined = _hasher(_part_algorithm(plan.proof))
+                    combined.update(b"".join(bytes.fromhex(d) if plan.proof == MULTIPART_ETAG
+                                             else base64.b64decode(d) for d in digests))
+                    value = combined.digest()
+                    computed = value.hex() if plan.proof == MULTIPART_ETAG else base64.b64encode(value).decode()
+                    if computed != plan.expected:
+                        problems.append(f"the parts' {plan.proof} is {computed}, S3 recorded {plan.expected}")
+            elif plan.proof == CRC32C:
+                if crc32c != plan.expected:
+                    problems.append(f"the combined crc32c is {crc32c}, S3 recorded {plan.expected}")
+            else:
+                computed = combine_b64(plan.proof, [(s.metadata.get(SLICE_WHOLE) or "", s.size) for s in slices])
+                if computed != plan.expected:
+                    problems.append(f"the combined {plan.proof} is {computed}, S3 recorded {plan.expected}")
+        if not problems:
+            return crc32c, proof
+        self._clean(destination, prefix)
+        if task.round < ROUNDS:
+            log.error("sliced copy failed its proof; queued again", extra={"fields": {
+                "source": task.url, "plan": task.plan, "problems": problems, "round": task.round + 1}})
+            self.queue([replace(task, index=i, round=task.round + 1, **_range_of(task, s))
+                        for i, s in enumerate(self._ranges(task, obj))])
+            raise ChecksumMismatch(f"{task.url}: the slices do not hold S3's record ({'; '.join(problems)}); "
+                                   "their temporary objects were removed and every slice was queued again")
+        raise ChecksumMismatch(f"{task.url}: the slices failed S3's record again ({'; '.join(problems)}); the plan is "
+                               "given up and its temporary objects removed: the next event or a sync copies it")
+
+    def _ranges(self, task: SliceTask, obj: SourceObject) -> list[Range]:
+        plan = obj.plan
+        parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
+        sizes = self.source.part_sizes(obj, parts) if parts > 1 else None
+        return slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
+
+    def _compose_final(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
+                       slices: list[TempObject], prefix: str) -> Any:
+        """Compose into the final name under the ordering rule; what it then holds (None: superseded)."""
+        sources = self._compose_levels(destination, slices, prefix)
+        metadata = {**user_metadata(task.user_metadata), **state.to_metadata()}
+        for _ in range(WRITE_ATTEMPTS):
+            held = self.writer.held(destination, task.name)
+            if _holds(held, state):
+                return held, False  # another finisher composed it
+            decision = plan_for(state, held)
+            if decision is ASK_SOURCE:
+                decision = resolve(state, held, self.source.head(state.bucket, state.key).state())
+            if isinstance(decision, Final) or not isinstance(decision, Write):
+                log.info("sliced copy superseded", extra={"fields": {"source": task.url, "object":
+                                                                     f"gs://{destination.bucket}/{task.name}"}})
+                self._clean(destination, prefix)
+                return None, False
+            try:
+                self.store.compose(destination, sources, task.name, decision.generation, task.headers, metadata)
+            except PreconditionFailed:
+                continue  # another finisher or writer: look again
+            held = self.writer.held(destination, task.name)
+            if held is not None:
+                try:
+                    check_copy(f"gs://{destination.bucket}/{task.name}", size=held.size, crc32c=held.crc32c, md5=None,
+                               reading=Fingerprint(task.size, state.crc32c))
+                except ChecksumMismatch as exc:
+                    self.writer.discard(destination, task.name, held.generation)
+                    raise ChecksumMismatch(f"{exc}; the composed object was removed, will retry") from exc
+                if _holds(held, state):
+                    return held, True
+        raise DestinationError(f"gs://{destination.bucket}/{task.name}: other writers kept replacing the object "
+                               "during the compose; will retry", retryable=True)
+
+    def _compose_levels(self, destination: Destination, sources: list[TempObject], prefix: str) -> list[TempObject]:
+        """Intermediate composites under the prefix until at most COMPOSE_MAX sources are left."""
+        level = 0
+        while len(sources) > COMPOSE_MAX:
+            level += 1
+            composed = []
+            for number, first in enumerate(range(0, len(sources), COMPOSE_MAX)):
+                group = sources[first:first + COMPOSE_MAX]
+                name = f"{prefix}c{level}-{number:05d}"
+                expected = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in group])
+                size = sum(s.size for s in group)
+                try:
+                    item = self.store.compose(destination, group, name, 0)
+                except PreconditionFailed:  # another finisher made it (or the sources are gone)
+                    item = self.store.get(destination, name)
+                    if item is None:
+                        raise
+                if item.size != size or item.crc32c != expected:
+                    self.store.remove(destination, item)
+                    raise DestinationError(f"gs://{destination.bucket}/{name}: composite holds {item.size} bytes, "
+                                           f"crc32c {item.crc32c}; expected {size}, {expected}; removed, will retry",
+                                           retryable=True)
+                composed.append(item)
+            sources = composed
+        return sources
+
+    def _after_compose(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
+                       held: Any, prefix: str, *, composed: bool) -> Any:
+        """Remove the temporary objects, copy to the other destinations, report."""
+        from .plan import CURRENT
+        from .transfer import COPIED, FAILED, DestinationResult, ObjectReport, _log_result
+
+        removed = self._clean(destination, prefix)
+        state = replace(state, crc32c=held.crc32c, proof=(held.source.proof if held.source else None) or NONE)
+        fingerprint = Fingerprint(held.size, held.crc32c, None, Plan(state.proof))
+        seconds = round(max(0.0, time.time() - task.planned_at), 3) if task.planned_at else 0.0
+        report = ObjectReport(source=task.url)
+        report.results.append(DestinationResult(
+            destination.url, f"gs://{destination.bucket}/{task.name}", COPIED if composed else CURRENT,
+            bytes=held.size if composed else 0, seconds=seconds, proof=state.proof,
+            detail=f"composed from {task.count} slices" if composed else None))
+        for other in self.settings.destinations:
+            if other == destination or not other.maps(task.key):
+                continue
+            name = other.object_name(task.key)
+            result = self._server_copy((destination, task.name, held.generation), other, name, obj, state,
+                                       fingerprint, seconds)
+            report.results.append(result)
+        log.info("sliced copy finished", extra={"fields": {
+            "source": task.url, "plan": task.plan, "slices": task.count, "seconds": seconds, "proof": state.proof,
+            "temporaryObjectsRemoved": removed}})
+        for result in report.results:
+            if result.outcome == FAILED or result.detail:
+                _log_result(report.source, result)
+        return report
+
+    def _server_copy(self, origin: tuple, destination: Destination, name: str, obj: SourceObject,
+                     state: SourceState, fingerprint: Fingerprint, seconds: float) -> Any:
+        from .transfer import FAILED, DestinationResult
+
+        where = f"gs://{destination.bucket}/{name}"
+        try:
+            for _ in range(WRITE_ATTEMPTS):
+                held = self.writer.held(destination, name)
+                decision = plan_for(state, held)
+                if decision is ASK_SOURCE:
+                    decision = resolve(state, held, self.source.head(state.bucket, state.key).state())
+                if isinstance(decision, Final):
+                    return DestinationResult(destination.url, where, decision.outcome, proof=decision.proof)
+                if not isinstance(decision, Write):
+                    break
+                try:
+                    written = self.writer.rewrite(origin, destination, name, obj, state,
+                                                  if_generation_match=decision.generation)
+                except PreconditionFailed:
+                    continue
+                try:
+                    check_copy(where, size=written.size, crc32c=written.crc32c, md5=None, reading=fingerprint)
+                except ChecksumMismatch as exc:
+                    self.writer.discard(destination, name, written.generation)
+                    return DestinationResult(destination.url, where, FAILED, error=f"{exc}; removed", retryable=True)
+                return DestinationResult(destination.url, where, decision.outcome, bytes=written.size,
+                                         seconds=seconds, proof=state.proof)
+        except GcsSyncError as exc:
+            return DestinationResult(destination.url, where, FAILED, error=str(exc), retryable=exc.retryable)
+        return DestinationResult(destination.url, where, FAILED, retryable=True,
+                                 error="other writers kept replacing the object; the retry settles it")
+
+    def _clean(self, destination: Destination, prefix: str) -> int:
+        """Remove every temporary object of the plan; how many were removed."""
+        try:
+            items = self.store.listing(destination, prefix)
+            for item in items:
+                self.store.remove(destination, item)
+            return len(items)
+        except GcsSyncError as exc:
+            log.warning("temporary objects not removed (the lifecycle rule removes them)", extra={"fields": {
+                "prefix": f"gs://{destination.bucket}/{prefix}", "error": str(exc)}})
+            return 0
+
+
+def _part_algorithm(proof: str) -> str:
+    """The algorithm the parts' digests are combined with: MD5 for a multipart ETag."""
+    return "md5" if proof == MULTIPART_ETAG else proof
+
+
+def _range_of(task: SliceTask, r: Range) -> dict:
+    return {"start": r.start, "end": r.end, "parts": r.parts, "first_part": r.first_part}
+
+
+def _holds(held: Any, state: SourceState) -> bool:
+    """Whether ``held`` is a proven copy of exactly this source state."""
+    return bool(held is not None and held.source is not None and same_state(held.source, state)
+                and not held.disagreement())
+
+
+def _valid_slice(item: TempObject, task: SliceTask) -> bool:
+    return (item.metadata.get(SLICE_PLAN) == task.plan and item.size == task.end - task.start
+            and item.metadata.get(SLICE_RANGE) == f"{task.start}-{task.end}" and bool(item.crc32c))
+
+
+def _parts_in_etag(etag: str) -> int:
+    match = re.match(r"^[0-9a-fA-F]{32}-(\d+)$", etag or "")
+    return int(match.group(1)) if match else 0
+
+
+def _queue_region(url: str) -> str | None:
+    match = re.match(r"^https?://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", url)
+    return match.group(1) if match else None
+
+
+def parallel(tasks: list, run: Any, workers: int) -> list:
+    """``run`` over ``tasks``, ``workers`` at a time, results in order (exceptions returned)."""
+    def one(task: Any) -> Any:
+        try:
+            return run(task)
+        except GcsSyncError as exc:
+            return exc
+
+    if len(tasks) <= 1:
+        return [one(t) for t in tasks]
+    with ThreadPoolExecutor(min(workers, len(tasks)), thread_name_prefix="gcs-sync-slice") as pool:
+        return list(pool.map(one, tasks))
+
+
