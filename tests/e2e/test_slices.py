@@ -213,3 +213,20 @@ def test_without_a_queue_an_object_too_large_for_the_time_left_fails_at_once_say
     assert caught.value.retryable is False
     assert "SLICE_QUEUE_URL" in str(caught.value) and "huge.bin" in str(caught.value)
     assert world.gcs_object(dest, "huge.bin") is None
+
+
+def test_slices_read_wrong_are_never_composed_they_are_queued_again_then_given_up(world):
+    from .conftest import flip_stored_byte
+
+    sliced = Sliced(world, destinations=1)
+    data = os.urandom(3 * MIB)
+    messages = _plan(sliced, _put(world, "flipped.bin", data, ChecksumAlgorithm="CRC32C"), 3)
+    flip_stored_byte(world, "flipped.bin", 2 * MIB + 7)  # what S3 serves no longer matches its record
+    failed = sliced.deliver(messages, size=1)
+    assert failed == [messages[-1]["messageId"]]  # the finisher saw the proof fail
+    again = sliced.messages()
+    assert len(again) == 3 and all('"round":2' in m["body"] for m in again)  # queued once more
+    assert sliced.temporary() == []
+    assert sliced.deliver(again, size=1) == [again[-1]["messageId"]]  # fails again: given up
+    assert sliced.messages() == [] and sliced.temporary() == []
+    assert world.gcs_object(sliced.dests[0], "flipped.bin") is None
