@@ -51,6 +51,8 @@ TOKEN_EXCHANGE = "token exchange"
 DESTINATIONS = "destinations"  # stands for every destination when they are not known
 SOURCE_BUCKET = "source bucket"
 NOT_RUN = "not run: "
+SLICE_QUEUE = "slice queue"
+LAMBDA_MAX_TIMEOUT = 900  # seconds: the queue's visibility timeout must cover any function timeout
 
 _AUDIENCE = re.compile(
     r"^//iam\.googleapis\.com/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/"
@@ -282,6 +284,8 @@ class _Doctor:
                     self.check(f"server copy {primary.url} -> {target.url}",
                                (f"destination {primary.url}", f"destination {target.url}"),
                                lambda p=primary, t=target: self._server_copy(p, t))
+        if self.settings and self.settings.slice_queue_url:
+            self.check(SLICE_QUEUE, (CONFIGURATION,), self._slice_queue)
         sources = self._source_buckets()
         if sources is None:
             self.check(SOURCE_BUCKET, (CONFIGURATION,), lambda: _Outcome(
@@ -728,6 +732,49 @@ class _Doctor:
             return _failed(f"could not reach S3 for s3://{name}: {exc}",
                            "check network access to S3")
         return _passed(f"s3://{name} is listable and {key!r} is readable (HEAD)")
+
+    def _slice_queue(self) -> _Outcome:
+        """SLICE_QUEUE_URL: the queue exists and answers this role, and its visibility timeout covers
+        an invocation. sqs:SendMessage itself cannot be tried without sending a message (a slice
+        task would then be copied); the role's policy is not read."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        settings = self.settings
+        assert settings is not None
+        url = settings.slice_queue_url
+        region = re.match(r"^https?://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", url or "")
+        client = boto3.session.Session().client(
+            "sqs", region_name=region.group(1) if region else settings.aws_region, config=Config(
+                connect_timeout=_AWS_CONNECT_TIMEOUT, read_timeout=_AWS_READ_TIMEOUT,
+                retries={"mode": "standard", "max_attempts": 3}))
+        role = self._role_name()
+        try:
+            attributes = client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "QueueArn"])["Attributes"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "?"))
+            if "NonExistentQueue" in code or code == "404":
+                return _failed(f"SLICE_QUEUE_URL {url}: no such queue ({code})",
+                               "set SLICE_QUEUE_URL to the function's own queue URL (the template's WorkQueue)")
+            return _failed(f"SLICE_QUEUE_URL {url}: refused ({code})",
+                           f"allow sqs:GetQueueAttributes and sqs:SendMessage on the queue to {role} "
+                           "(deploy/template.yaml grants both when UseQueue=true)")
+        except BotoCoreError as exc:
+            return _failed(f"could not reach SQS for {url}: {exc}",
+                           "check network access to SQS and AWS_ENDPOINT_URL_SQS if set")
+        visibility = int(attributes.get("VisibilityTimeout", "0") or 0)
+        dead_letter = "a dead-letter queue" if attributes.get("RedrivePolicy") else "no dead-letter queue"
+        if visibility < LAMBDA_MAX_TIMEOUT:
+            return _failed(
+                f"{url}: VisibilityTimeout is {visibility} s, below {LAMBDA_MAX_TIMEOUT} s; a slice still being copied "
+                "could be delivered to a second invocation (the function cannot read its own timeout, so the "
+                "check asks for Lambda's maximum)",
+                f"set the queue's VisibilityTimeout to at least the function's timeout ({LAMBDA_MAX_TIMEOUT} s covers "
+                "any; AWS advises 6 x the timeout: the template sets 5400 s)")
+        return _passed(f"{url} answers; VisibilityTimeout {visibility} s covers an invocation; {dead_letter} "
+                       "(sqs:SendMessage is granted by the template; it cannot be tried without sending a task)")
 
     def _role_name(self) -> str:
         value = self.role_value or ""

@@ -230,3 +230,19 @@ def test_slices_read_wrong_are_never_composed_they_are_queued_again_then_given_u
     assert sliced.deliver(again, size=1) == [again[-1]["messageId"]]  # fails again: given up
     assert sliced.messages() == [] and sliced.temporary() == []
     assert world.gcs_object(sliced.dests[0], "flipped.bin") is None
+
+
+def test_the_doctor_checks_the_slice_queue_and_its_visibility_timeout(world):
+    sliced = Sliced(world, destinations=1)
+
+    def queue_check() -> dict:
+        (check,) = [c for c in world.invoke({"doctor": {}})["checks"] if c["check"] == "slice queue"]
+        return check
+
+    short = queue_check()  # moto's default: 30 s
+    assert short["ok"] is False and "VisibilityTimeout is 30 s" in short["detail"] and "5400" in short["fix"]
+    sliced.sqs.set_queue_attributes(QueueUrl=sliced.url, Attributes={"VisibilityTimeout": "5400"})
+    assert queue_check()["ok"] is True
+    world.configure(f"gs://{sliced.dests[0]}/", **{**sliced.env, "SLICE_QUEUE_URL": sliced.url + "-missing"})
+    missing = queue_check()
+    assert missing["ok"] is False and "-missing" in missing["detail"], missing
