@@ -318,3 +318,12 @@ say "  2. Deploy with GOOGLE_APPLICATION_CREDENTIALS=gcp-credentials.json (the t
 say "     CredentialConfigPath), e.g. sam deploy --guided --template-file deploy/template.yaml"
 say "  3. Check the function from the Lambda console with the test event {\"doctor\": {}}."
 say "The file $OUTPUT holds no secret: it names the pool provider and the service account only."
+say ""
+say "With slicing on (SLICE_QUEUE_URL: objects too large for one invocation), slices wait as temporary"
+say "objects under .gcs-sync-slices/ in the primary destination's bucket and are deleted once composed;"
+say "a lifecycle rule removes those of abandoned copies (this replaces the bucket's lifecycle rules:"
+say "merge it into yours if it has some):"
+for name in "${BUCKET_NAMES[@]}"; do
+  say "  echo '{\"rule\": [{\"action\": {\"type\": \"Delete\"}, \"condition\": {\"age\": 2, \"matchesPrefix\": [\".gcs-sync-slices/\"]}}]}' > slices-lifecycle.json"
+  say "  gcloud storage buckets update gs://$name --lifecycle-file=slices-lifecycle.json"
+done

@@ -246,3 +246,16 @@ def test_the_doctor_checks_the_slice_queue_and_its_visibility_timeout(world):
     world.configure(f"gs://{sliced.dests[0]}/", **{**sliced.env, "SLICE_QUEUE_URL": sliced.url + "-missing"})
     missing = queue_check()
     assert missing["ok"] is False and "-missing" in missing["detail"], missing
+
+
+def test_the_template_gives_the_function_its_own_queue_for_slices():
+    from tests.deploy.test_deploy import _role_statements
+    from tests.deploy.conftest import TEMPLATE, _CfnLoader
+    import yaml
+
+    template = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    variables = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["SLICE_QUEUE_URL"] == {"Fn::If": ["UseQueue", {"Ref": "WorkQueue"}, ""]}
+    assert template["Resources"]["WorkQueue"]["Properties"]["VisibilityTimeout"] >= 900
+    assert any(s["Action"] == "sqs:SendMessage" and s["Resource"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+               for s in _role_statements(template))
