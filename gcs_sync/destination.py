@@ -346,6 +346,11 @@ def translate(exc: Exception, destination: Destination, name: str, action: str, 
     where = f"gs://{destination.bucket}/{name}"
     if isinstance(exc, gexc.PreconditionFailed):
         return PreconditionFailed(f"{where}: changed while we were writing; looking again")
+    if isinstance(exc, gexc.NotFound) and source and not _bucket_missing(exc):
+        # The generation copied from is no longer live: another writer replaced the origin since
+        # it was verified. Like a 412: look again, and read the source again if still due.
+        return PreconditionFailed(f"{where}: the copy it is made from ({source}) was replaced since it was "
+                                  "verified; looking again")
     if isinstance(exc, gexc.Forbidden) and source:
         return RewriteRefused(
             f"{where}: Cloud Storage refused the server-side copy from {source} (403: {exc.message}). Grant "
