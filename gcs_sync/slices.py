@@ -252,8 +252,10 @@ class Slicer:
     invocations that receive them)."""
 
     def __init__(self, settings: Settings, source: Any, writer: GcsWriter, deadline: Deadline | None = None,
-                 sqs: Any = None):
+                 sqs: Any = None, copy_within: Any = None):
+        """``copy_within``: the copier's server-side copy to other destinations (``Copier.copy_within``)."""
         self.settings = settings
+        self.copy_within = copy_within
         self.source = source
         self.writer = writer
         self.store = SliceStore(writer)
@@ -574,13 +576,11 @@ class Slicer:
             destination.url, f"gs://{destination.bucket}/{task.name}", COPIED if composed else CURRENT,
             bytes=held.size if composed else 0, seconds=seconds, proof=state.proof,
             detail=f"composed from {task.count} slices" if composed else None))
-        for other in self.settings.destinations:
-            if other == destination or not other.maps(task.key):
-                continue
-            name = other.object_name(task.key)
-            result = self._server_copy((destination, task.name, held.generation), other, name, obj, state,
-                                       fingerprint, seconds)
-            report.results.append(result)
+        others = [(other, other.object_name(task.key)) for other in self.settings.destinations
+                  if other != destination and other.maps(task.key)]
+        if others:
+            report.results.extend(self.copy_within((destination, task.name, held.generation), fingerprint, obj,
+                                                   state, others))
         log.info("sliced copy finished", extra={"fields": {
             "source": task.url, "plan": task.plan, "slices": task.count, "seconds": seconds, "proof": state.proof,
             "temporaryObjectsRemoved": removed}})
@@ -588,38 +588,6 @@ class Slicer:
             if result.outcome == FAILED or result.detail:
                 _log_result(report.source, result)
         return report
-
-    def _server_copy(self, origin: tuple, destination: Destination, name: str, obj: SourceObject,
-                     state: SourceState, fingerprint: Fingerprint, seconds: float) -> Any:
-        from .transfer import FAILED, DestinationResult
-
-        where = f"gs://{destination.bucket}/{name}"
-        try:
-            for _ in range(WRITE_ATTEMPTS):
-                held = self.writer.held(destination, name)
-                decision = plan_for(state, held)
-                if decision is ASK_SOURCE:
-                    decision = resolve(state, held, self.source.head(state.bucket, state.key).state())
-                if isinstance(decision, Final):
-                    return DestinationResult(destination.url, where, decision.outcome, proof=decision.proof)
-                if not isinstance(decision, Write):
-                    break
-                try:
-                    written = self.writer.rewrite(origin, destination, name, obj, state,
-                                                  if_generation_match=decision.generation)
-                except PreconditionFailed:
-                    continue
-                try:
-                    check_copy(where, size=written.size, crc32c=written.crc32c, md5=None, reading=fingerprint)
-                except ChecksumMismatch as exc:
-                    self.writer.discard(destination, name, written.generation)
-                    return DestinationResult(destination.url, where, FAILED, error=f"{exc}; removed", retryable=True)
-                return DestinationResult(destination.url, where, decision.outcome, bytes=written.size,
-                                         seconds=seconds, proof=state.proof)
-        except GcsSyncError as exc:
-            return DestinationResult(destination.url, where, FAILED, error=str(exc), retryable=exc.retryable)
-        return DestinationResult(destination.url, where, FAILED, retryable=True,
-                                 error="other writers kept replacing the object; the retry settles it")
 
     def _clean(self, destination: Destination, prefix: str) -> int:
         """Remove every temporary object of the plan; how many were removed."""

@@ -245,7 +245,8 @@ class Copier:
         self._streams = threading.BoundedSemaphore(streams_in_flight(settings))
         self._no_server_copy: set[str] = set()  # destinations that refused a server-side copy (403)
         self._lock = threading.Lock()
-        self.slicer = Slicer(settings, source, writer, self.deadline)  # objects too large for one invocation
+        # Objects too large for one invocation; their other destinations are copied by copy_within.
+        self.slicer = Slicer(settings, source, writer, self.deadline, copy_within=self.copy_within)
 
     def remember(self, destination: Destination, name: str) -> None:
         """``name`` is known to exist at ``destination``: copies to it look before writing."""
@@ -329,6 +330,27 @@ class Copier:
 
         report.results.extend(self._fan_out(delete_one, targets) if targets else [])
         return _logged(report)
+
+    def copy_within(self, origin: tuple[Destination, str, int], fingerprint: Any, obj: SourceObject,
+                    state: SourceState, targets: list[tuple[Destination, str]]) -> list[DestinationResult]:
+        """Server-side copies from a verified copy (``origin``: destination, name, generation) to
+        ``targets``, planned, written and proven as any other copy. A target that would need the
+        bytes again (the origin replaced, a refused server-side copy) fails, retryable."""
+        slots = [Slot(d, n) for d, n in targets]
+        try:
+            for slot in slots:
+                self._replan(slot, state, self._held(slot))
+            writes = [s for s in slots if isinstance(s.plan, Write) and s.result is None]
+            self._server_copies(Slot(origin[0], origin[1]), origin[2], fingerprint, writes, obj, state, fallback=None)
+        except SourceGone as exc:
+            for slot in slots:
+                slot.result = slot.result or self._result(slot.destination, slot.name, SKIPPED, detail=str(exc))
+        for slot in slots:
+            if slot.result is None:
+                slot.result = self._failed(slot, retryable=True, error=(
+                    f"{slot.where}: not copied from gs://{origin[0].bucket}/{origin[1]} "
+                    f"({slot.error or 'it changed meanwhile'}); the retry copies it"))
+        return [slot.result for slot in slots]
 
     def _targets(self, ref: ObjectRef) -> tuple[ObjectReport, list[tuple[Destination, str]]]:
         """The report to fill, and each destination taking this key with its object name."""
