@@ -76,6 +76,13 @@ VARIABLES = [
     ("staging-outside-tmp-in-lambda", {**OK, **LAMBDA, "GOOGLE_APPLICATION_CREDENTIALS": "g.json",
                                        "STAGING_DIR": "/no/such/dir"}, "STAGING_DIR", "/tmp"),
     ("compat-empty", {"GCS_BUCKET_NAME_PROD": " "}, "GCS_BUCKET_NAME_PROD", "GCS_BUCKET_NAME_PROD=my-bucket"),
+    ("fanout-word", {**OK, "FANOUT": "sometimes"}, "FANOUT", "FANOUT=copy"),
+    ("primary-not-a-destination", {"GCS_DESTINATIONS": "gs://my-bucket/backup/ gs://other-bucket",
+                                   "PRIMARY_DESTINATION": "gs://third-bucket"}, "PRIMARY_DESTINATION",
+     "PRIMARY_DESTINATION=gs://my-bucket/backup/"),
+    ("slice-queue-arn", {**OK, "SLICE_QUEUE_URL": "arn:aws:sqs:eu-west-1:123456789012:gcs-sync-work"},
+     "SLICE_QUEUE_URL", "SLICE_QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/gcs-sync-work"),
+    ("slice-too-large", {**OK, "SLICE_MB": "10000"}, "SLICE_MB", "SLICE_MB to at most 5120"),
 ]
 
 
