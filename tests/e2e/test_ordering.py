@@ -55,6 +55,7 @@ MiB = 1024 * 1024
 # 3rd example for both bucket kinds (derandomized, so the same every run).
 CI_EXAMPLES = 40
 STREAMED_EXAMPLES = 20  # the same property with every object on the streaming path
+UPLOAD_EXAMPLES = 10  # FANOUT=upload: each destination uploaded as before server-side copies
 SEARCH_EXAMPLES = 100  # cap for the companion's search (it stops at the first failing schedule)
 
 
@@ -567,7 +568,7 @@ class Harness:
 @pytest.mark.parametrize("versioned, streamed, examples, fanout", [
     (False, False, CI_EXAMPLES, "copy"), (True, False, CI_EXAMPLES, "copy"),
     (False, True, STREAMED_EXAMPLES, "copy"), (True, True, STREAMED_EXAMPLES, "copy"),
-    (True, False, STREAMED_EXAMPLES, "upload"),
+    (True, False, UPLOAD_EXAMPLES, "upload"),
 ], ids=["unversioned-staged", "versioned-staged", "unversioned-streamed", "versioned-streamed",
         "versioned-staged-fanout-upload"])
 def test_random_schedules_converge_on_the_latest_state_and_never_go_back(
