@@ -92,10 +92,18 @@ def run(work: Path, tokens: GoogleTokenServer, gcs: FakeGcsServer, front: GcsFro
                             "awsRegion": "us-east-1", "attributes": {}, "messageAttributes": {}})
     print(f"S3 sent {len(records)} notifications to SQS; delivering them to the handler as one batch.")
 
-    import lambda_function
+    import io
 
+    import lambda_function
+    from gcs_sync import metrics
+
+    emf = io.StringIO()  # the metric documents CloudWatch would read from the function's stdout
+    metrics.set_output(emf)
     result = lambda_function.lambda_handler({"Records": records}, _Context())
     print(f"Handler returned: {json.dumps(result)}")
+    proofs = {d["Proof"]: d["CopiesProven"] for d in map(json.loads, emf.getvalue().splitlines()) if "Proof" in d}
+    print(f"Copies proven against S3's record, by proof: {proofs}; "
+          f"{len(emf.getvalue().splitlines())} metric documents written (CloudWatch EMF)")
     print(f"Google token exchanges: STS {tokens.sts_calls}, impersonation {tokens.iam_calls}; "
           f"unauthenticated Cloud Storage requests: {len(front.unauthorized)}")
     ok = not result["batchItemFailures"]
