@@ -15,32 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Destination, Settings
-from .destination import HeldObject
 from .errors import ChecksumMismatch, EventError, GcsSyncError
 from .metadata import SourceState
-from .ordering import Decision, decide
+from .plan import FOREIGN, MISMATCHED, MISSING, OK, STALE, classify
 from .proof import check_copy
 
 log = logging.getLogger(__name__)
 
-OK, MISSING, STALE, MISMATCHED, FOREIGN, EXTRA = "ok", "missing", "stale", "mismatched", "foreign", "extra"
+EXTRA = "extra"
 KINDS = (OK, MISSING, STALE, MISMATCHED, FOREIGN, EXTRA)
 MAX_EXAMPLES = 100
 _LAST_NAME = "\U0010ffff"  # sorts after every object name
-
-
-def classify(source: SourceState, held: HeldObject | None) -> str:
-    """What the destination holds for ``source``: ok, missing, stale, mismatched or foreign."""
-    if held is None:
-        return MISSING
-    if held.source is None or (held.source.bucket, held.source.key) != (source.bucket, source.key):
-        return FOREIGN
-    decision = decide(source, held.source)
-    if decision is Decision.CURRENT:
-        return MISMATCHED if held.disagreement() else OK
-    if decision is Decision.SUPERSEDED:
-        return OK  # the copy is of a newer state than the listing saw: the listing is behind
-    return STALE  # older, or the same second with another ETag: not the state the source holds
 
 
 @dataclass

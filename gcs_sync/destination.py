@@ -17,9 +17,11 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from .config import Destination
 from .deadline import Deadline
 from .errors import ChecksumMismatch, CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
+from .gcs_errors import bucket_missing, bucket_not_found, classify
 from .metadata import Digests, SourceState, user_metadata
-from .proof import copy_disagrees
+from .held import HeldObject
 from .source import SourceObject
+from .streaming import DestinationStream
 
 # Each HTTP request: connect within CONNECT seconds, each read within READ seconds (shortened
 # to the invocation's remaining time); all retries of one call end by the deadline too.
@@ -28,21 +30,6 @@ READ = 120.0
 UPLOAD_CHUNK = 8 * 1024 * 1024
 SESSION_ATTEMPTS = 3  # new upload sessions after one is lost (404 / 410)
 DISCARD_ATTEMPTS = 4
-
-
-@dataclass(frozen=True)
-class HeldObject:
-    """What a destination holds under one name."""
-
-    generation: int
-    source: SourceState | None  # None: not written by gcs-sync
-    size: int
-    crc32c: str | None
-    md5: str | None = None
-
-    def disagreement(self) -> str | None:
-        """Why this copy is not what its provenance claims (size, checksums), or None."""
-        return copy_disagrees(self.source, size=self.size, crc32c=self.crc32c, md5=self.md5)
 
 
 class Writer(Protocol):
@@ -132,8 +119,6 @@ class GcsWriter:
     def open_stream(self, destination: Destination, name: str, obj: SourceObject, state: SourceState,
                     if_generation_match: int, chunk_size: int) -> Any:
         """A resumable upload fed chunk by chunk (``streaming.DestinationStream``)."""
-        from .streaming import DestinationStream
-
         return DestinationStream(self.session, self.endpoint, destination, name, obj, state,
                                  if_generation_match, chunk_size, self._deadline)
 
@@ -302,13 +287,6 @@ class SliceStore:
             raise translate(exc, destination, obj.name, "delete") from exc
 
 
-class RewriteRefused(DestinationError):
-    """A server-side copy was refused (403): this destination is written by upload instead."""
-
-    def __init__(self, message: str):
-        super().__init__(message, retryable=False)
-
-
 def _held(blob: Any) -> HeldObject:
     return HeldObject(
         generation=int(blob.generation or 0),
@@ -320,7 +298,7 @@ def _held(blob: Any) -> HeldObject:
 
 
 def _bucket_missing(exc: gexc.GoogleAPICallError) -> bool:
-    return "bucket" in str(exc.message or "").lower() and "object" not in str(exc.message or "").lower()
+    return bucket_missing(str(exc.message or ""))
 
 
 def _session_lost(exc: Exception) -> bool:
@@ -330,11 +308,7 @@ def _session_lost(exc: Exception) -> bool:
 
 
 def _bucket_not_found(destination: Destination) -> DestinationError:
-    return DestinationError(
-        f"{destination.url}: bucket {destination.bucket!r} does not exist or the service account "
-        "cannot see it; check GCS_DESTINATIONS",
-        retryable=False,
-    )
+    return bucket_not_found(destination.bucket, destination.url)
 
 
 def translate(exc: Exception, destination: Destination, name: str, action: str, *,
@@ -344,48 +318,15 @@ def translate(exc: Exception, destination: Destination, name: str, action: str, 
     ``source``: for a server-side copy, the object copied from.
     """
     where = f"gs://{destination.bucket}/{name}"
-    if isinstance(exc, gexc.PreconditionFailed):
-        return PreconditionFailed(f"{where}: changed while we were writing; looking again")
-    if isinstance(exc, gexc.NotFound) and source and not _bucket_missing(exc):
-        # The generation copied from is no longer live: another writer replaced the origin since
-        # it was verified. Like a 412: look again, and read the source again if still due.
-        return PreconditionFailed(f"{where}: the copy it is made from ({source}) was replaced since it was "
-                                  "verified; looking again")
-    if isinstance(exc, gexc.Forbidden) and source:
-        return RewriteRefused(
-            f"{where}: Cloud Storage refused the server-side copy from {source} (403: {exc.message}). Grant "
-            f"the service account Storage Object Viewer (roles/storage.objectViewer) on the bucket of {source}, "
-            "or set FANOUT=upload (a VPC Service Controls perimeter between the buckets also refuses it)")
-    if isinstance(exc, gexc.Forbidden):
-        return DestinationError(
-            f"{where}: permission denied on {action}. Grant the service account Storage Object Admin "
-            f"(roles/storage.objectAdmin) on gs://{destination.bucket}: overwriting needs "
-            "storage.objects.delete as well as storage.objects.create, which Object Creator lacks.",
-            retryable=False,
-        )
-    if isinstance(exc, gexc.Unauthorized):
-        return CredentialsError(
-            f"{where}: Cloud Storage refused the credentials (401); run the doctor check", retryable=True
-        )
-    if isinstance(exc, gexc.NotFound) or _session_lost(exc):
-        if action != "write" or not _session_lost(exc):
-            return _bucket_not_found(destination)
-        return DestinationError(f"{where}: Cloud Storage answered {exc.code} to the {action} (an upload "
-                                "session expired or was lost); will retry", retryable=True)
-    if isinstance(exc, gexc.BadRequest) and "doesn't match calculated" in str(exc.message):
-        return DestinationError(f"{where}: Cloud Storage refused the bytes it received: they do not match the "
-                                f"checksums sent with them (altered in transit: {exc.message}); will retry",
-                                retryable=True)
-    if isinstance(exc, gexc.BadRequest):
-        return DestinationError(f"{where}: Cloud Storage refused the {action}: {exc.message}", retryable=False)
-    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.code:
+        return classify(int(exc.code), str(exc.message or exc), bucket=destination.bucket, url=destination.url,
+                        name=name, action=action, source=source, session=action == "write")
+    if isinstance(exc, gexc.RetryError):
         return DestinationError(f"{where}: Cloud Storage is throttling or failing ({exc}); will retry", retryable=True)
     if isinstance(exc, auth_exc.GoogleAuthError) and not isinstance(exc, auth_exc.TransportError):
         return CredentialsError(f"{where}: could not get a Google access token: {exc}", retryable=True)
     if isinstance(exc, (auth_exc.TransportError, requests.RequestException, ConnectionError, TimeoutError)):
         return DestinationError(f"{where}: network error talking to Cloud Storage ({type(exc).__name__}); will retry", retryable=True)
-    if isinstance(exc, gexc.GoogleAPICallError):
-        return DestinationError(f"{where}: Cloud Storage {action} failed: {exc}", retryable=True)
     try:
         from google.resumable_media import DataCorruption
     except ImportError:  # pragma: no cover

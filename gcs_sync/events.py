@@ -141,6 +141,7 @@ class SqsMessage:
     problems: tuple[str, ...] = ()
     slice: SliceTask | None = None  # a slice of a large object, queued by this function
     receive_count: int | None = None  # SQS's ApproximateReceiveCount, for a slice's logs
+    queue_arn: str | None = None  # the queue the message came from (a slice task must come from SLICE_QUEUE_URL's)
 
 
 @dataclass(frozen=True)
@@ -328,8 +329,10 @@ def _sqs_message(record: Any, index: int) -> SqsMessage:
             return SqsMessage(message_id, problems=(f"SQS message {message_id}: malformed slice task ({task})",))
         attributes = record.get("attributes") if isinstance(record.get("attributes"), dict) else {}
         count = attributes.get("ApproximateReceiveCount")
+        arn = record.get("eventSourceARN")
         return SqsMessage(message_id, slice=task,
-                          receive_count=int(count) if isinstance(count, str) and count.isdigit() else None)
+                          receive_count=int(count) if isinstance(count, str) and count.isdigit() else None,
+                          queue_arn=arn if isinstance(arn, str) else None)
     _embedded_notification(body, f"SQS message {message_id}", refs, ignored, problems)
     return SqsMessage(message_id, tuple(refs), tuple(ignored), tuple(problems))
 

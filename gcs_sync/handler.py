@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Iterable
 
 from . import events, logs, metrics
@@ -17,7 +18,8 @@ from .config import Settings
 from .errors import CopyFailed, GcsSyncError
 from .events import BatchOperations, CheckRequest, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
 from .runtime import Runtime
-from .transfer import FAILED, SKIPPED, ObjectReport, Staging
+from .results import FAILED, SKIPPED, ObjectReport
+from .staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +114,20 @@ def _slices(batch: SqsBatch, runtime: Runtime) -> list[str]:
     messages = [m for m in batch.messages if m.slice is not None]
     if not messages:
         return []
-    runtime.auth.ensure_token()
+    kinds = []
+    foreign = [m for m in messages if not queue_matches(runtime.settings.slice_queue_url, m.queue_arn)]
+    for message in foreign:  # a slice task only ever comes from the function's own work queue
+        kinds.append("refused")
+        log.error("slice task refused", extra={"fields": {
+            "source": message.slice.url, "messageId": message.message_id, "queue": message.queue_arn,
+            "reason": "slice tasks are accepted only from SLICE_QUEUE_URL's queue",
+            "next": "nothing was written; the message is dropped (metric SliceTasksRefused)"}})
+    messages = [m for m in messages if m not in foreign]
+    if messages:
+        runtime.auth.ensure_token()
     slicer = runtime.copier.slicer
     outcomes = parallel([m.slice for m in messages], slicer.run, runtime.settings.object_concurrency)
-    failed, reports, kinds = [], [], []
+    failed, reports = [], []
     for message, outcome in zip(messages, outcomes):
         task = message.slice
         if isinstance(outcome, GcsSyncError):
@@ -133,6 +145,19 @@ def _slices(batch: SqsBatch, runtime: Runtime) -> list[str]:
     if reports:
         metrics.emit(reports, function_name=runtime.settings.function_name, shape="slices")
     return failed
+
+
+def queue_matches(url: str | None, arn: str | None) -> bool:
+    """Whether the queue ``arn`` (``arn:aws:sqs:REGION:ACCOUNT:NAME``) is the queue at ``url``
+    (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``, or an endpoint's ``.../ACCOUNT/NAME``)."""
+    if not url or not arn:
+        return False
+    arn_parts = arn.split(":")
+    path = [p for p in url.split("?")[0].rstrip("/").split("/") if p]
+    if len(arn_parts) != 6 or len(path) < 2 or arn_parts[:3] != ["arn", arn_parts[1], "sqs"]:
+        return False
+    region = re.match(r"^https?://sqs[.-]([a-z0-9-]+)\.", url)
+    return (arn_parts[4], arn_parts[5]) == (path[-2], path[-1]) and (region is None or region.group(1) == arn_parts[3])
 
 
 def _batch_operations(batch: BatchOperations, runtime: Runtime) -> dict:

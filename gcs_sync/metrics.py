@@ -20,7 +20,7 @@ import time
 from typing import IO, Iterable
 
 from . import logs
-from .transfer import COPIED, FAILED, REPAIRED, ObjectReport
+from .results import COPIED, FAILED, REPAIRED, ObjectReport
 
 NAMESPACE = "GcsSync"
 MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one document
@@ -100,6 +100,7 @@ def emit_slices(kinds: list[str], *, function_name: str) -> None:
             "SlicesFailed": (kinds.count("failed"), "Count"),
             "ObjectsComposed": (kinds.count("composed"), "Count"),
             "SlicePlansAbandoned": (kinds.count("abandoned"), "Count"),
+            "SliceTasksRefused": (kinds.count("refused"), "Count"),  # crafted or foreign tasks: nothing written
         },
     ))
 

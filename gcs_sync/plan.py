@@ -1,4 +1,10 @@
-"""What one destination needs for one source state: a pure function of the two.
+"""What each destination needs, and which way writes it: pure functions, no I/O.
+
+- ``plan_for`` / ``resolve``: the verdict per destination for one source state.
+- ``fan_out``: which destinations are uploaded to and which are copied inside Cloud Storage.
+- ``delete_verdict``: whether a mirrored delete removes a destination's copy.
+- ``classify``: the audit's (and the sync's) comparison of a source object with a copy.
+
 
 The plan is ``Write`` (absent, foreign, older, or a copy that disagrees with its provenance),
 ``Final`` (already current, or superseded by a newer copy: nothing to write), or ``ASK_SOURCE``
@@ -12,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .metadata import SourceState
-from .ordering import Decision, decide, same_state
+from .ordering import Decision, compare_sequencers, decide, same_state
+from .results import ABSENT, CURRENT, KEPT, SUPERSEDED
 
-CURRENT = "already_current"
-SUPERSEDED = "superseded"
+OK, MISSING, STALE, MISMATCHED, FOREIGN = "ok", "missing", "stale", "mismatched", "foreign"
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,55 @@ def resolve(state: SourceState, held: Any, current: SourceState) -> Plan:
     if state.version_id:
         return Final(SUPERSEDED)  # the event named an older version; a newer one is current
     return AGAIN
+
+
+def fan_out(fanout: str, primary: str | None, slots: list, writes: list,
+            refuse_copies: set[str]) -> tuple[Any, list, list]:
+    """(origin, uploads, copies) for the slots planned ``Write``. ``origin``: a slot already holding
+    exactly this state, verified, copied from without reading the source; else the primary is
+    uploaded and the others are copied from it. ``refuse_copies``: destination URLs that refused
+    a server-side copy (uploaded to). Slots have ``destination.url``, ``plan`` and ``held``."""
+    if fanout != "copy" or len(slots) < 2:
+        return None, writes, []
+    direct = [s for s in writes if s.destination.url in refuse_copies]
+    copyable = [s for s in writes if s not in direct]
+    if not copyable:
+        return None, writes, []
+    current = [s for s in slots if isinstance(s.plan, Final) and s.plan.outcome == CURRENT and s.held]
+    current.sort(key=lambda s: s.destination.url != primary)
+    if current and (primary is None or current[0].destination.url == primary
+                    or primary not in {s.destination.url for s in writes}):
+        return current[0], direct, copyable
+    first = next((s for s in copyable if s.destination.url == primary), copyable[0])
+    return None, [first] + direct, [s for s in copyable if s is not first]
+
+
+DELETE = "delete"
+
+
+def delete_verdict(bucket: str, key: str, sequencer: str | None, held: Any,
+                   source_exists: Any) -> tuple[str, str | None]:
+    """(DELETE or the outcome, detail) for a mirrored delete of ``s3://bucket/key`` at a destination
+    holding ``held``. ``source_exists()`` is asked only when the order cannot be told."""
+    if held is None:
+        return ABSENT, None
+    if held.source is None or (held.source.bucket, held.source.key) != (bucket, key):
+        return KEPT, "not a copy of this source object; left in place"
+    order = compare_sequencers(sequencer, held.source.sequencer)
+    if order < 0 or (order == 0 and source_exists()):
+        return KEPT, "the copy is newer than the delete; left in place"
+    return DELETE, None
+
+
+def classify(source: SourceState, held: Any) -> str:
+    """What the destination holds for ``source``: ok, missing, stale, mismatched or foreign."""
+    if held is None:
+        return MISSING
+    if held.source is None or (held.source.bucket, held.source.key) != (source.bucket, source.key):
+        return FOREIGN
+    decision = decide(source, held.source)
+    if decision is Decision.CURRENT:
+        return MISMATCHED if held.disagreement() else OK
+    if decision is Decision.SUPERSEDED:
+        return OK  # the copy is of a newer state than the listing saw: the listing is behind
+    return STALE  # older, or the same second with another ETag: not the state the source holds

@@ -143,7 +143,7 @@ def crc64nvme_function() -> Any:
     return checksums.crc64nvme
 
 
-def _hasher(algorithm: str) -> Any:
+def hasher(algorithm: str) -> Any:
     if algorithm == CRC32C:
         return google_crc32c.Checksum()
     if algorithm == CRC32:
@@ -163,7 +163,7 @@ class Reading(Digests):
     def __init__(self, plan: Plan, part_sizes: list[int] | None = None) -> None:
         super().__init__(md5=plan.proof == MD5)
         self.plan = plan
-        self._whole = None if plan.per_part or plan.proof in (NONE, MD5, CRC32C) else _hasher(plan.proof)
+        self._whole = None if plan.per_part or plan.proof in (NONE, MD5, CRC32C) else hasher(plan.proof)
         self._part_algorithm = MD5 if plan.proof == MULTIPART_ETAG else plan.proof
         self._ends: list[int] = []
         if plan.per_part:
@@ -175,7 +175,7 @@ class Reading(Digests):
                 total += size
                 self._ends.append(total)
         self._part_digests: list[bytes] = []
-        self._part = _hasher(self._part_algorithm) if plan.per_part else None
+        self._part = hasher(self._part_algorithm) if plan.per_part else None
 
     def update(self, chunk: bytes) -> None:
         start = self.size
@@ -195,7 +195,7 @@ class Reading(Digests):
             rest = rest[take:] if take < len(rest) else b""
             if offset == end and index < len(self._ends):
                 self._part_digests.append(self._part.digest())
-                self._part = _hasher(self._part_algorithm)
+                self._part = hasher(self._part_algorithm)
 
     @property
     def computed(self) -> str | None:
@@ -206,7 +206,7 @@ class Reading(Digests):
         if plan.proof == MD5:
             return self.md5_hex
         if plan.per_part:
-            combined = _hasher(self._part_algorithm)
+            combined = hasher(self._part_algorithm)
             combined.update(b"".join(self._part_digests))
             digest = combined.digest()
             return digest.hex() if plan.proof == MULTIPART_ETAG else _b64(digest)
@@ -283,3 +283,65 @@ def copy_disagrees(claimed: Any, *, size: int, crc32c: str | None, md5: str | No
     if claimed.proof == MD5 and md5 and _PLAIN_MD5.match(claimed.etag or "") and md5 != b64_from_hex(claimed.etag):
         return f"has md5 {md5} where its source had {b64_from_hex(claimed.etag)}"
     return None
+
+
+# ------------------------------------------------------------------ CRC combination (sliced copies)
+
+_CRCS = {  # name -> (reflected polynomial, width in bits)
+    CRC32C: (0x82F63B78, 32),
+    CRC32: (0xEDB88320, 32),
+    CRC64NVME: (0x9A6C9329AC4BC9B5, 64),
+}
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, i = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]
+
+
+def crc_combine(algorithm: str, crc1: int, crc2: int, len2: int) -> int:
+    """The CRC of A + B from crc(A), crc(B) and len(B), for the reflected CRCs S3 and Cloud
+    Storage use (initial value and final XOR all ones): zlib's crc32_combine, for any width."""
+    poly, width = _CRCS[algorithm]
+    if len2 <= 0:
+        return crc1
+    odd = [poly] + [1 << i for i in range(width - 1)]  # the operator for one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)  # the first pass applies one zero byte
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    return crc_combine(CRC32C, crc1, crc2, len2)
+
+
+def combine_b64(algorithm: str, pieces: list[tuple[str, int]]) -> str:
+    """The base64 CRC of the concatenation of pieces given as (base64 CRC, length)."""
+    width = _CRCS[algorithm][1] // 8
+    total = None
+    for value, length in pieces:
+        crc = int.from_bytes(base64.b64decode(value), "big")
+        total = crc if total is None else crc_combine(algorithm, total, crc, length)
+    return base64.b64encode((total or 0).to_bytes(width, "big")).decode("ascii")

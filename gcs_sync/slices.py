@@ -41,10 +41,13 @@ from .errors import ChecksumMismatch, DestinationError, GcsSyncError, Preconditi
 from .events import SliceTask
 from .metadata import SourceState, format_time, parse_time, user_metadata
 from .ordering import same_state
-from .plan import ASK_SOURCE, Final, Write, plan_for, resolve
+from .plan import Write
 from .proof import (CRC32, CRC32C, CRC64NVME, MULTIPART_ETAG, NONE, Fingerprint, Plan, Reading, S3Record,
-                    _hasher, check_copy)
+                    combine_b64, hasher)
+from .results import COPIED, CURRENT, FAILED, HELD, REPAIRED, SLICED, DestinationResult, ObjectReport, log_result
 from .source import SourceObject
+from .staging import Staging
+from .ways import Compose, Slot
 
 log = logging.getLogger(__name__)
 
@@ -65,69 +68,6 @@ SLICE_PARTS = "gcs-sync-slice-parts"  # the S3 parts' digests (MD5 hex or checks
 SLICE_WHOLE = "gcs-sync-slice-crc"  # the slice's CRC32 / CRC64NVME (base64), when that is S3's full-object record
 _SLICE_NAME = re.compile(r"^s(\d{5})$")
 
-SLICED = "sliced"  # the planning invocation's outcome: the slices were queued
-
-
-# ------------------------------------------------------------------ CRC combination
-
-_CRCS = {  # name -> (reflected polynomial, width in bits)
-    CRC32C: (0x82F63B78, 32),
-    CRC32: (0xEDB88320, 32),
-    CRC64NVME: (0x9A6C9329AC4BC9B5, 64),
-}
-
-
-def _gf2_times(matrix: list[int], vector: int) -> int:
-    total, i = 0, 0
-    while vector:
-        if vector & 1:
-            total ^= matrix[i]
-        vector >>= 1
-        i += 1
-    return total
-
-
-def _gf2_square(matrix: list[int]) -> list[int]:
-    return [_gf2_times(matrix, row) for row in matrix]
-
-
-def crc_combine(algorithm: str, crc1: int, crc2: int, len2: int) -> int:
-    """The CRC of A + B from crc(A), crc(B) and len(B), for the reflected CRCs S3 and Cloud
-    Storage use (initial value and final XOR all ones): zlib's crc32_combine, for any width."""
-    poly, width = _CRCS[algorithm]
-    if len2 <= 0:
-        return crc1
-    odd = [poly] + [1 << i for i in range(width - 1)]  # the operator for one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)  # the first pass applies one zero byte
-        if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-    return crc1 ^ crc2
-
-
-def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
-    return crc_combine(CRC32C, crc1, crc2, len2)
-
-
-def combine_b64(algorithm: str, pieces: list[tuple[str, int]]) -> str:
-    """The base64 CRC of the concatenation of pieces given as (base64 CRC, length)."""
-    width = _CRCS[algorithm][1] // 8
-    total = None
-    for value, length in pieces:
-        crc = int.from_bytes(base64.b64decode(value), "big")
-        total = crc if total is None else crc_combine(algorithm, total, crc, length)
-    return base64.b64encode((total or 0).to_bytes(width, "big")).decode("ascii")
 
 
 # ------------------------------------------------------------------ planning (pure)
@@ -162,9 +102,11 @@ def slice_ranges(size: int, slice_bytes: int, part_sizes: list[int] | None = Non
     return [Range(s, min(s + slice_bytes, size)) for s in range(0, size, slice_bytes)]
 
 
-def plan_id(obj: SourceObject) -> str:
-    """The same source state planned again (a duplicate event, a retry) gets the same id."""
-    text = "\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag, str(obj.size)))
+def plan_id(obj: SourceObject, destination: str = "", name: str = "") -> str:
+    """The same source state planned again (a duplicate event, a retry) gets the same id; the id
+    covers everything the final object takes from a task (state, destination, name), so a task
+    whose fields were changed no longer matches its id."""
+    text = "\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag, str(obj.size), destination, name))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
@@ -201,7 +143,7 @@ class SliceReading(Reading):
     def __init__(self, object_plan: Plan, parts: tuple[int, ...]):
         per_part = object_plan.per_part and bool(parts)
         super().__init__(Plan(object_plan.proof, None, len(parts)) if per_part else Plan(NONE), list(parts))
-        self.whole = _hasher(object_plan.proof) if (not object_plan.per_part and object_plan.proof in
+        self.whole = hasher(object_plan.proof) if (not object_plan.per_part and object_plan.proof in
                                                     (CRC32, CRC64NVME)) else None
 
     def update(self, chunk: bytes) -> None:
@@ -247,77 +189,15 @@ def whole_proof(plan: Plan) -> str:
     return NONE  # an MD5 / SHA-1 / SHA-256 of the whole cannot be combined from slices
 
 
-class Slicer:
-    """Plans sliced copies (the invocation that sees the event) and runs slice tasks (the
-    invocations that receive them)."""
+class SliceQueue:
+    """The function's own work queue (``SLICE_QUEUE_URL``): slice tasks are sent in batches."""
 
-    def __init__(self, settings: Settings, source: Any, writer: GcsWriter, deadline: Deadline | None = None,
-                 sqs: Any = None, copy_within: Any = None):
-        """``copy_within``: the copier's server-side copy to other destinations (``Copier.copy_within``)."""
+    def __init__(self, settings: Settings, sqs: Any = None):
         self.settings = settings
-        self.copy_within = copy_within
-        self.source = source
-        self.writer = writer
-        self.store = SliceStore(writer)
-        self.deadline = deadline or Deadline()
         self._sqs = sqs
         self._lock = threading.Lock()
-        self.throughput = float(ASSUMED_THROUGHPUT)
-        self.measured = False
 
-    # ------------------------------------------------------------ deciding
-
-    def measure(self, nbytes: int, seconds: float) -> None:
-        """A copy of ``nbytes`` took ``seconds`` in this container: the figure later decisions use."""
-        if nbytes >= MEASURE_MIN_BYTES and seconds > 0:
-            with self._lock:
-                rate = nbytes / seconds
-                self.throughput = rate if not self.measured else 0.5 * self.throughput + 0.5 * rate
-                self.measured = True
-
-    def must_slice(self, obj: SourceObject) -> bool:
-        """True when ``obj`` goes through slices; ``TooLarge`` when it cannot be copied here at all."""
-        remaining = self.deadline.remaining()
-        if not needs_slicing(obj.size, remaining, self.throughput, self.settings):
-            return False
-        if self.settings.slice_queue_url:
-            return True
-        figure = "measured" if self.measured else "assumed"
-        raise TooLarge(
-            f"{obj.url}: {obj.size} bytes cannot be copied in the {remaining:.0f} s this invocation has left "
-            f"(at the {figure} {self.throughput / 1e6:.0f} MB/s it needs about {obj.size / self.throughput:.0f} s), "
-            "and every retry would fail the same way. Enable slicing: set SLICE_QUEUE_URL to the function's own "
-            "SQS queue (deploy/template.yaml with UseQueue=true creates it and the permission), so that "
-            "parallel invocations copy it in slices; see the README, 'Objects larger than one invocation'")
-
-    # ------------------------------------------------------------ planning
-
-    def plan(self, obj: SourceObject, state: SourceState, destination: Destination, name: str,
-             generation: int) -> tuple[str, int]:
-        """Queue one task per slice; (plan id, number of slices)."""
-        plan = obj.plan
-        parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
-        sizes = self.source.part_sizes(obj, parts) if parts > 1 else None
-        ranges = slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
-        pid = plan_id(obj)
-        record = obj.record or S3Record(etag=obj.etag)
-        common = dict(
-            plan=pid, bucket=obj.bucket, key=obj.key, version_id=obj.version_id, etag=obj.etag, size=obj.size,
-            count=len(ranges), destination=destination.url, name=name, generation=generation,
-            record={"etag": record.etag, "checksums": [list(c) for c in record.checksums],
-                    "type": record.checksum_type, "digest": record.etag_is_digest},
-            headers=dict(obj.headers), user_metadata=dict(obj.user_metadata),
-            last_modified=format_time(obj.last_modified) if obj.last_modified else None,
-            sequencer=state.sequencer, planned_at=round(time.time(), 3))
-        tasks = [SliceTask(index=i, start=r.start, end=r.end, parts=r.parts, first_part=r.first_part, **common)
-                 for i, r in enumerate(ranges)]
-        self.queue(tasks)
-        log.info("object sliced", extra={"fields": {
-            "source": obj.url, "plan": pid, "slices": len(ranges), "bytes": obj.size,
-            "alignedWithParts": bool(sizes), "destination": f"gs://{destination.bucket}/{name}"}})
-        return pid, len(ranges)
-
-    def queue(self, tasks: list[SliceTask]) -> None:
+    def send(self, tasks: list[SliceTask]) -> None:
         sqs = self._client()
         for first in range(0, len(tasks), SEND_BATCH):
             batch = {str(t.index): t for t in tasks[first:first + SEND_BATCH]}
@@ -350,19 +230,96 @@ class Slicer:
                                   read_timeout=20))
             return self._sqs
 
+
+class Slicer:
+    """Plans sliced copies (the invocation that sees the event) and runs slice tasks (the
+    invocations that receive them)."""
+
+    def __init__(self, settings: Settings, source: Any, writer: GcsWriter, deadline: Deadline | None = None,
+                 sqs: Any = None, engine: Any = None):
+        """``engine``: the copier (``transfer.Copier``): the final compose is written through its
+        ``apply``, the other destinations copied by its ``copy_within``."""
+        self.settings = settings
+        self.engine = engine
+        self.source = source
+        self.writer = writer
+        self.store = SliceStore(writer)
+        self.deadline = deadline or Deadline()
+        self.queue = SliceQueue(settings, sqs)
+        self._lock = threading.Lock()
+        self.throughput = float(ASSUMED_THROUGHPUT)
+        self.measured = False
+
+    # ------------------------------------------------------------ deciding
+
+    def measure(self, nbytes: int, seconds: float) -> None:
+        """A copy of ``nbytes`` took ``seconds`` in this container: the figure later decisions use."""
+        if nbytes >= MEASURE_MIN_BYTES and seconds > 0:
+            with self._lock:
+                rate = nbytes / seconds
+                self.throughput = rate if not self.measured else 0.5 * self.throughput + 0.5 * rate
+                self.measured = True
+
+    def must_slice(self, obj: SourceObject) -> bool:
+        """True when ``obj`` goes through slices; ``TooLarge`` when it cannot be copied here at all."""
+        remaining = self.deadline.remaining()
+        if not needs_slicing(obj.size, remaining, self.throughput, self.settings):
+            return False
+        if self.settings.slice_queue_url:
+            return True
+        figure = "measured" if self.measured else "assumed"
+        raise TooLarge(
+            f"{obj.url}: {obj.size} bytes cannot be copied in the {remaining:.0f} s this invocation has left "
+            f"(at the {figure} {self.throughput / 1e6:.0f} MB/s it needs about {obj.size / self.throughput:.0f} s), "
+            "and every retry would fail the same way. Enable slicing: set SLICE_QUEUE_URL to the function's own "
+            "SQS queue (deploy/template.yaml creates it and the permission), so that "
+            "parallel invocations copy it in slices; see the README, 'Objects larger than one invocation'")
+
+    # ------------------------------------------------------------ planning
+
+    def plan(self, obj: SourceObject, state: SourceState, destination: Destination, name: str,
+             generation: int) -> tuple[str, int]:
+        """Queue one task per slice; (plan id, number of slices)."""
+        ranges = self._ranges(obj)
+        pid = plan_id(obj, destination.url, name)
+        record = obj.record or S3Record(etag=obj.etag)
+        common = dict(
+            plan=pid, bucket=obj.bucket, key=obj.key, version_id=obj.version_id, etag=obj.etag, size=obj.size,
+            count=len(ranges), destination=destination.url, name=name, generation=generation,
+            record={"etag": record.etag, "checksums": [list(c) for c in record.checksums],
+                    "type": record.checksum_type, "digest": record.etag_is_digest},
+            headers=dict(obj.headers), user_metadata=dict(obj.user_metadata),
+            last_modified=format_time(obj.last_modified) if obj.last_modified else None,
+            sequencer=state.sequencer, planned_at=round(time.time(), 3))
+        tasks = [SliceTask(index=i, start=r.start, end=r.end, parts=r.parts, first_part=r.first_part, **common)
+                 for i, r in enumerate(ranges)]
+        self.queue.send(tasks)
+        log.info("object sliced", extra={"fields": {
+            "source": obj.url, "plan": pid, "slices": len(ranges), "bytes": obj.size,
+            "alignedWithParts": any(r.parts for r in ranges), "destination": f"gs://{destination.bucket}/{name}"}})
+        return pid, len(ranges)
+
+    def _ranges(self, obj: SourceObject) -> list[Range]:
+        plan = obj.plan
+        parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
+        sizes = self.source.part_sizes(obj, parts) if parts >= 1 else None
+        return slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
+
     # ------------------------------------------------------------ one slice task
 
     def run(self, task: SliceTask) -> SliceOutcome:
         """Store this slice, then compose if every slice is there. Raises ``GcsSyncError`` when the
-        slice failed (SQS delivers it again)."""
-        destination = next((d for d in self.settings.destinations if d.url == task.destination), None)
-        if destination is None:
-            raise DestinationError(
-                f"{task.url}: slice {task.index + 1}/{task.count} names destination {task.destination}, which is "
-                "no longer in GCS_DESTINATIONS; the plan cannot finish (copy the object again with a sync)",
-                retryable=False)
+        slice failed (SQS delivers it again). A task this function would not have planned is
+        refused: nothing is written."""
+        problem = refusal(self.settings, task)
+        if problem is not None:
+            log.error("slice task refused", extra={"fields": {
+                "source": task.url, "plan": task.plan, "destination": task.destination, "object": task.name,
+                "reason": problem, "next": "nothing was written; the message is dropped (metric SliceTasksRefused)"}})
+            return SliceOutcome("refused", task)
+        destination = next(d for d in self.settings.destinations if d.url == task.destination)
         obj = _object_of(task)
-        state = self._state(task, obj)
+        state = replace(obj.state(sequencer=task.sequencer), crc32c=None)
         prefix = f"{RESERVED_PREFIX}{task.plan}/"
         try:
             held = self.writer.held(destination, task.name)
@@ -372,15 +329,12 @@ class Slicer:
             self._store_slice(task, obj, destination)
             return self._finish(task, obj, state, destination, prefix)
         except (SourceChanged, SourceGone) as exc:
-            removed = self._clean(destination, prefix)
+            removed = self.clean(destination, prefix)
             log.warning("sliced copy abandoned: the source changed", extra={"fields": {
                 "source": task.url, "plan": task.plan, "slice": task.index, "reason": str(exc),
                 "temporaryObjectsRemoved": removed,
                 "next": "the newer state's own event (or a sync) copies it"}})
             return SliceOutcome("abandoned", task)
-
-    def _state(self, task: SliceTask, obj: SourceObject) -> SourceState:
-        return replace(obj.state(sequencer=task.sequencer), crc32c=None)
 
     def _store_slice(self, task: SliceTask, obj: SourceObject, destination: Destination) -> None:
         name = slice_name(task.plan, task.index)
@@ -391,32 +345,16 @@ class Slicer:
             return
         if existing is not None:  # left by an earlier round that failed its proof
             self.store.remove(destination, existing)
-        from .transfer import Staging
-
         started = time.monotonic()
         reading = SliceReading(obj.plan, task.parts)
         with Staging(self.settings.staging_dir) as staging:
             with staging.file(task.end - task.start, f"{task.url} slice {task.index + 1}/{task.count}") as path:
                 with open(path, "wb") as sink:
                     if task.end > task.start:
-                        self.source._retrying(obj, reading, lambda attempt: self.source._read_from(
-                            obj, sink, reading, None, task.start, task.end))
-                if reading.size != task.end - task.start:
-                    raise ChecksumMismatch(f"{task.url}: read {reading.size} bytes of slice {task.index} "
-                                           f"({task.start}-{task.end}); will retry")
-                metadata = {SLICE_PLAN: task.plan, SLICE_RANGE: f"{task.start}-{task.end}"}
-                if task.parts and obj.plan.per_part:
-                    metadata[SLICE_PARTS] = ",".join(reading.part_digests())
-                if reading.whole_b64():
-                    metadata[SLICE_WHOLE] = reading.whole_b64()
-                try:
-                    stored = self.store.upload(destination, name, path, reading.crc32c_b64, metadata)
-                except PreconditionFailed:  # a duplicate delivery stored it meanwhile
-                    stored = self.store.get(destination, name)
-                    if stored is None or not _valid_slice(stored, task):
-                        raise DestinationError(f"gs://{destination.bucket}/{name}: another delivery of this slice "
-                                               "is writing it; will retry", retryable=True)
-                    return
+                        self.source.read_range(obj, sink, reading, task.start, task.end)
+                stored = upload_slice(self.store, task, destination, name, path, reading, obj)
+        if stored is None:
+            return
         if stored.size != reading.size or stored.crc32c != reading.crc32c_b64:
             self.store.remove(destination, stored)
             raise ChecksumMismatch(f"gs://{destination.bucket}/{name}: Cloud Storage holds {stored.size} bytes, crc32c "
@@ -440,7 +378,9 @@ class Slicer:
                                                           "present": len(present), "of": task.count}})
             return SliceOutcome("slice", task)
         slices = [present[i] for i in range(task.count)]
-        crc32c, proof = self._prove_slices(task, obj, slices, destination, prefix)
+        crc32c, proof, problems = prove_slices(task, obj.plan, slices)
+        if problems:
+            self._failed_proof(task, obj, destination, prefix, problems)
         state = replace(state, crc32c=crc32c, proof=proof)
         held, composed = self._compose_final(task, obj, state, destination, slices, prefix)
         if held is None:
@@ -448,126 +388,53 @@ class Slicer:
         return SliceOutcome("composed" if composed else "done", task,
                             self._after_compose(task, obj, state, destination, held, prefix, composed=composed))
 
-    def _prove_slices(self, task: SliceTask, obj: SourceObject, slices: list[TempObject], destination: Destination,
-                      prefix: str) -> tuple[str, str]:
-        """(combined CRC32C, proof): the slices cover the object exactly and together hold S3's record."""
-        problems = []
-        end = 0
-        for item in slices:
-            if item.metadata.get(SLICE_PLAN) != task.plan or item.metadata.get(SLICE_RANGE) != f"{end}-{end + item.size}":
-                problems.append(f"{item.name} is not bytes {end}-{end + item.size} of this plan")
-            end += item.size
-        if end != task.size:
-            problems.append(f"the slices hold {end} bytes, the object {task.size}")
-        crc32c = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in slices]) if not problems else ""
-        plan = obj.plan
-        proof = whole_proof(plan)
-        if not problems and proof != NONE:
-            if plan.per_part:
-                digests = [d for s in slices for d in (s.metadata.get(SLICE_PARTS) or "").split(",") if d]
-                if len(digests) != plan.parts:
-                    problems.append(f"{len(digests)} part digests for the {plan.parts} parts S3 recorded")
-                else:
-                    combined = _hasher(_part_algorithm(plan.proof))
-                    combined.update(b"".join(bytes.fromhex(d) if plan.proof == MULTIPART_ETAG
-                                             else base64.b64decode(d) for d in digests))
-                    value = combined.digest()
-                    computed = value.hex() if plan.proof == MULTIPART_ETAG else base64.b64encode(value).decode()
-                    if computed != plan.expected:
-                        problems.append(f"the parts' {plan.proof} is {computed}, S3 recorded {plan.expected}")
-            elif plan.proof == CRC32C:
-                if crc32c != plan.expected:
-                    problems.append(f"the combined crc32c is {crc32c}, S3 recorded {plan.expected}")
-            else:
-                computed = combine_b64(plan.proof, [(s.metadata.get(SLICE_WHOLE) or "", s.size) for s in slices])
-                if computed != plan.expected:
-                    problems.append(f"the combined {plan.proof} is {computed}, S3 recorded {plan.expected}")
-        if not problems:
-            return crc32c, proof
-        self._clean(destination, prefix)
+    def _failed_proof(self, task: SliceTask, obj: SourceObject, destination: Destination, prefix: str,
+                      problems: list[str]) -> None:
+        """The slices do not hold S3's record: removed, and queued once more (ROUNDS), else given up."""
+        self.clean(destination, prefix)
         if task.round < ROUNDS:
             log.error("sliced copy failed its proof; queued again", extra={"fields": {
                 "source": task.url, "plan": task.plan, "problems": problems, "round": task.round + 1}})
-            self.queue([replace(task, index=i, round=task.round + 1, **_range_of(task, s))
-                        for i, s in enumerate(self._ranges(task, obj))])
+            self.queue.send([replace(task, index=i, round=task.round + 1, **_range_of(task, r))
+                             for i, r in enumerate(self._ranges(obj))])
             raise ChecksumMismatch(f"{task.url}: the slices do not hold S3's record ({'; '.join(problems)}); "
                                    "their temporary objects were removed and every slice was queued again")
         raise ChecksumMismatch(f"{task.url}: the slices failed S3's record again ({'; '.join(problems)}); the plan is "
                                "given up and its temporary objects removed: the next event or a sync copies it")
 
-    def _ranges(self, task: SliceTask, obj: SourceObject) -> list[Range]:
-        plan = obj.plan
-        parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
-        sizes = self.source.part_sizes(obj, parts) if parts > 1 else None
-        return slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
-
     def _compose_final(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
                        slices: list[TempObject], prefix: str) -> Any:
-        """Compose into the final name under the ordering rule; what it then holds (None: superseded)."""
-        sources = self._compose_levels(destination, slices, prefix)
-        metadata = {**user_metadata(task.user_metadata), **state.to_metadata()}
-        for _ in range(WRITE_ATTEMPTS):
-            held = self.writer.held(destination, task.name)
-            if _holds(held, state):
-                return held, False  # another finisher composed it
-            decision = plan_for(state, held)
-            if decision is ASK_SOURCE:
-                decision = resolve(state, held, self.source.head(state.bucket, state.key).state())
-            if isinstance(decision, Final) or not isinstance(decision, Write):
-                log.info("sliced copy superseded", extra={"fields": {"source": task.url, "object":
-                                                                     f"gs://{destination.bucket}/{task.name}"}})
-                self._clean(destination, prefix)
-                return None, False
-            try:
-                self.store.compose(destination, sources, task.name, decision.generation, task.headers, metadata)
-            except PreconditionFailed:
-                continue  # another finisher or writer: look again
-            held = self.writer.held(destination, task.name)
-            if held is not None:
-                try:
-                    check_copy(f"gs://{destination.bucket}/{task.name}", size=held.size, crc32c=held.crc32c, md5=None,
-                               reading=Fingerprint(task.size, state.crc32c))
-                except ChecksumMismatch as exc:
-                    self.writer.discard(destination, task.name, held.generation)
-                    raise ChecksumMismatch(f"{exc}; the composed object was removed, will retry") from exc
-                if _holds(held, state):
-                    return held, True
-        raise DestinationError(f"gs://{destination.bucket}/{task.name}: other writers kept replacing the object "
-                               "during the compose; will retry", retryable=True)
-
-    def _compose_levels(self, destination: Destination, sources: list[TempObject], prefix: str) -> list[TempObject]:
-        """Intermediate composites under the prefix until at most COMPOSE_MAX sources are left."""
-        level = 0
-        while len(sources) > COMPOSE_MAX:
-            level += 1
-            composed = []
-            for number, first in enumerate(range(0, len(sources), COMPOSE_MAX)):
-                group = sources[first:first + COMPOSE_MAX]
-                name = f"{prefix}c{level}-{number:05d}"
-                expected = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in group])
-                size = sum(s.size for s in group)
-                try:
-                    item = self.store.compose(destination, group, name, 0)
-                except PreconditionFailed:  # another finisher made it (or the sources are gone)
-                    item = self.store.get(destination, name)
-                    if item is None:
-                        raise
-                if item.size != size or item.crc32c != expected:
-                    self.store.remove(destination, item)
-                    raise DestinationError(f"gs://{destination.bucket}/{name}: composite holds {item.size} bytes, "
-                                           f"crc32c {item.crc32c}; expected {size}, {expected}; removed, will retry",
-                                           retryable=True)
-                composed.append(item)
-            sources = composed
-        return sources
+        """Compose into the final name through the engine's ``apply`` (the ordering rule's plan, the
+        412 policy, the proof, the discard of a bad copy); (what it then holds, composed) — (None,
+        False) when a newer state is there."""
+        sources = compose_levels(self.store, destination, slices, prefix)
+        # Content headers and user metadata as S3 holds them for this state, not as the task says.
+        pinned = self.source.head(task.bucket, task.key, task.version_id)
+        if pinned.etag != task.etag:
+            raise SourceChanged(f"{task.url}: the source is no longer the state the slices were read from")
+        metadata = {**user_metadata(pinned.user_metadata), **state.to_metadata()}
+        slot = Slot(destination, task.name)
+        self.engine.replan(slot, state, self.writer.held(destination, task.name))
+        if isinstance(slot.plan, Write):
+            fingerprint = Fingerprint(task.size, state.crc32c, None, Plan(state.proof or NONE))
+            self.engine.apply(Compose(self.store, sources, dict(pinned.headers), metadata, fingerprint), [slot], state)
+        outcome = slot.result.outcome if slot.result else None
+        if outcome in (COPIED, REPAIRED):
+            return slot.written, True
+        if outcome == CURRENT and slot.held is not None:
+            return slot.held, False  # another finisher composed it
+        if outcome == FAILED:
+            raise DestinationError(slot.result.error or f"{task.url}: the compose failed", retryable=slot.result.retryable)
+        log.info("sliced copy not composed", extra={"fields": {
+            "source": task.url, "object": slot.where, "outcome": outcome or "source moved on",
+            "detail": slot.result.detail if slot.result else None}})
+        self.clean(destination, prefix)
+        return None, False
 
     def _after_compose(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
                        held: Any, prefix: str, *, composed: bool) -> Any:
         """Remove the temporary objects, copy to the other destinations, report."""
-        from .plan import CURRENT
-        from .transfer import COPIED, FAILED, DestinationResult, ObjectReport, _log_result
-
-        removed = self._clean(destination, prefix)
+        removed = self.clean(destination, prefix)
         state = replace(state, crc32c=held.crc32c, proof=(held.source.proof if held.source else None) or NONE)
         fingerprint = Fingerprint(held.size, held.crc32c, None, Plan(state.proof))
         seconds = round(max(0.0, time.time() - task.planned_at), 3) if task.planned_at else 0.0
@@ -579,17 +446,17 @@ class Slicer:
         others = [(other, other.object_name(task.key)) for other in self.settings.destinations
                   if other != destination and other.maps(task.key)]
         if others:
-            report.results.extend(self.copy_within((destination, task.name, held.generation), fingerprint, obj,
-                                                   state, others))
+            report.results.extend(self.engine.copy_within((destination, task.name, held.generation), fingerprint,
+                                                          obj, state, others))
         log.info("sliced copy finished", extra={"fields": {
             "source": task.url, "plan": task.plan, "slices": task.count, "seconds": seconds, "proof": state.proof,
             "temporaryObjectsRemoved": removed}})
         for result in report.results:
-            if result.outcome == FAILED or result.detail:
-                _log_result(report.source, result)
+            if result.outcome in (FAILED, HELD) or result.detail:
+                log_result(report.source, result)
         return report
 
-    def _clean(self, destination: Destination, prefix: str) -> int:
+    def clean(self, destination: Destination, prefix: str) -> int:
         """Remove every temporary object of the plan; how many were removed."""
         try:
             items = self.store.listing(destination, prefix)
@@ -600,6 +467,109 @@ class Slicer:
             log.warning("temporary objects not removed (the lifecycle rule removes them)", extra={"fields": {
                 "prefix": f"gs://{destination.bucket}/{prefix}", "error": str(exc)}})
             return 0
+
+
+def upload_slice(store: SliceStore, task: SliceTask, destination: Destination, name: str, path: str,
+                  reading: "SliceReading", obj: SourceObject) -> TempObject | None:
+    """The slice stored only if absent; None when a duplicate delivery stored it meanwhile."""
+    if reading.size != task.end - task.start:
+        raise ChecksumMismatch(f"{task.url}: read {reading.size} bytes of slice {task.index} "
+                               f"({task.start}-{task.end}); will retry")
+    metadata = {SLICE_PLAN: task.plan, SLICE_RANGE: f"{task.start}-{task.end}"}
+    if task.parts and obj.plan.per_part:
+        metadata[SLICE_PARTS] = ",".join(reading.part_digests())
+    if reading.whole_b64():
+        metadata[SLICE_WHOLE] = reading.whole_b64()
+    try:
+        return store.upload(destination, name, path, reading.crc32c_b64, metadata)
+    except PreconditionFailed:  # a duplicate delivery stored it meanwhile
+        stored = store.get(destination, name)
+        if stored is None or not _valid_slice(stored, task):
+            raise DestinationError(f"gs://{destination.bucket}/{name}: another delivery of this slice "
+                                   "is writing it; will retry", retryable=True)
+        return None
+
+
+def refusal(settings: Settings, task: SliceTask) -> str | None:
+        """Why ``task`` is not one this function would have planned (None: it is). A task names only
+        what the function itself plans: an allowed source bucket, a configured destination, that
+        destination's own name for the key, and the plan id of that state, destination and name."""
+        allowed = settings.source_buckets
+        if allowed is not None and task.bucket not in allowed:
+            return f"source bucket {task.bucket!r} is not in SOURCE_BUCKETS"
+        destination = next((d for d in settings.destinations if d.url == task.destination), None)
+        if destination is None:
+            return f"destination {task.destination} is not in GCS_DESTINATIONS"
+        if not destination.maps(task.key) or destination.object_name(task.key) != task.name:
+            return (f"object name {task.name!r} is not the name {destination.url} gives the key "
+                    f"{task.key!r}")
+        if plan_id(_object_of(task), task.destination, task.name) != task.plan:
+            return f"plan id {task.plan!r} is not the id of the state, destination and name the task names"
+        if not (0 <= task.index < task.count and 0 <= task.start <= task.end <= task.size):
+            return f"slice {task.index} of {task.count} (bytes {task.start}-{task.end} of {task.size}) is out of range"
+        return None
+
+
+def prove_slices(task: SliceTask, plan: Plan, slices: list[TempObject]) -> tuple[str, str, list[str]]:
+    """(combined CRC32C, proof, problems): whether the slices cover the object exactly and together
+    hold S3's record of it."""
+    problems = []
+    end = 0
+    for item in slices:
+        if item.metadata.get(SLICE_PLAN) != task.plan or item.metadata.get(SLICE_RANGE) != f"{end}-{end + item.size}":
+            problems.append(f"{item.name} is not bytes {end}-{end + item.size} of this plan")
+        end += item.size
+    if end != task.size:
+        problems.append(f"the slices hold {end} bytes, the object {task.size}")
+    crc32c = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in slices]) if not problems else ""
+    proof = whole_proof(plan)
+    if problems or proof == NONE:
+        return crc32c, proof, problems
+    if plan.per_part:
+        digests = [d for s in slices for d in (s.metadata.get(SLICE_PARTS) or "").split(",") if d]
+        if len(digests) != plan.parts:
+            return crc32c, proof, [f"{len(digests)} part digests for the {plan.parts} parts S3 recorded"]
+        combined = hasher(_part_algorithm(plan.proof))
+        combined.update(b"".join(bytes.fromhex(d) if plan.proof == MULTIPART_ETAG else base64.b64decode(d)
+                                 for d in digests))
+        value = combined.digest()
+        computed = value.hex() if plan.proof == MULTIPART_ETAG else base64.b64encode(value).decode()
+    elif plan.proof == CRC32C:
+        computed = crc32c
+    else:
+        computed = combine_b64(plan.proof, [(s.metadata.get(SLICE_WHOLE) or "", s.size) for s in slices])
+    if computed != plan.expected:
+        label = f"parts' {plan.proof}" if plan.per_part else f"combined {plan.proof}"
+        problems.append(f"the {label} is {computed}, S3 recorded {plan.expected}")
+    return crc32c, proof, problems
+
+
+def compose_levels(store: SliceStore, destination: Destination, sources: list[TempObject],
+                   prefix: str) -> list[TempObject]:
+    """Intermediate composites under the prefix until at most COMPOSE_MAX sources are left."""
+    level = 0
+    while len(sources) > COMPOSE_MAX:
+        level += 1
+        composed = []
+        for number, first in enumerate(range(0, len(sources), COMPOSE_MAX)):
+            group = sources[first:first + COMPOSE_MAX]
+            name = f"{prefix}c{level}-{number:05d}"
+            expected = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in group])
+            size = sum(s.size for s in group)
+            try:
+                item = store.compose(destination, group, name, 0)
+            except PreconditionFailed:  # another finisher made it (or the sources are gone)
+                item = store.get(destination, name)
+                if item is None:
+                    raise
+            if item.size != size or item.crc32c != expected:
+                store.remove(destination, item)
+                raise DestinationError(f"gs://{destination.bucket}/{name}: composite holds {item.size} bytes, "
+                                       f"crc32c {item.crc32c}; expected {size}, {expected}; removed, will retry",
+                                       retryable=True)
+            composed.append(item)
+        sources = composed
+    return sources
 
 
 def _part_algorithm(proof: str) -> str:

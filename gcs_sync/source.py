@@ -217,6 +217,10 @@ class S3Source:
                                 "will retry")
         return sizes
 
+    def read_range(self, obj: SourceObject, sink: Any, digests: Digests, start: int, end: int) -> None:
+        """Bytes ``start``..``end`` (exclusive) of the pinned state into ``sink``, retried like any read."""
+        self._retrying(obj, digests, lambda attempt: self._read_from(obj, sink, digests, None, start, end))
+
     def _retrying(self, obj: SourceObject, digests: Digests, read: Any) -> None:
         """``read(attempt)`` until it succeeds: a retryable failure is tried again (it resumes from
         what ``digests`` counted) up to READ_ATTEMPTS times, with jittered backoff."""

@@ -23,7 +23,8 @@ from urllib.parse import quote
 from .config import Destination
 from .deadline import MIN_CALL_SECONDS, Deadline
 from .errors import DestinationError, GcsSyncError, PreconditionFailed
-from .destination import HeldObject
+from .gcs_errors import SessionLost, classify
+from .held import HeldObject
 from .metadata import SourceState, user_metadata
 from .proof import CRC32C, MD5, b64_from_hex
 from .source import SourceObject
@@ -35,14 +36,7 @@ CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 120.0  # one chunk's PUT; shortened to what is left of the invocation
 _DONE = object()
 
-
-class SessionLost(DestinationError):
-    """A resumable session answered 404 / 410: its bytes are gone, the upload starts again."""
-
-    def __init__(self, message: str):
-        super().__init__(message, retryable=True)
-
-UPLOAD_BASE = "https://storage.googleapis.com"
+CANCEL_SECONDS = 1.0  # the one cancel request sent after the deadline
 
 
 class ChunkWindow:
@@ -110,9 +104,13 @@ def _finishes(headers: Any) -> bool:
     return total != "*" and (end is None and total == "0" or end is not None and int(end) + 1 == int(total))
 
 
-def _refused_checksum(response: Any) -> bool:
-    text = str(getattr(response, "text", "") or "")
-    return "doesn't match calculated" in text or "do not match" in text
+def _message(response: Any) -> str:
+    """Cloud Storage's error message in a JSON error body (else the body's text)."""
+    try:
+        body = json.loads(getattr(response, "content", b"") or b"{}")
+        return str(body.get("error", {}).get("message") or "")
+    except (ValueError, AttributeError):
+        return str(getattr(response, "text", "") or "")[:300]
 
 
 _CONTENT_RANGE = re.compile(r"^bytes (?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)$")
@@ -219,13 +217,19 @@ class DestinationStream:
                           source=SourceState.from_metadata(result.get("metadata")),
                           size=int(result.get("size", -1)), crc32c=result.get("crc32c"), md5=result.get("md5Hash"))
 
-    def cancel(self) -> None:
+    def cancel(self, force: bool = False) -> None:
+        """Cancel the unfinished session (best effort: an abandoned session expires by itself).
+        ``force``: even when the invocation's deadline has passed, with one short request."""
         url = self._upload.resumable_url
-        if url and not (self._upload.finished or self.completed) and not self._deadline.expired():
-            try:
+        if not url or self._upload.finished or self.completed:
+            return
+        try:
+            if not self._deadline.expired():
                 self._transport.request("DELETE", url)
-            except Exception:  # noqa: BLE001 - an abandoned session expires by itself
-                pass
+            elif force:
+                self._session.request("DELETE", url, timeout=(CANCEL_SECONDS, CANCEL_SECONDS))
+        except Exception:  # noqa: BLE001 - an abandoned session expires by itself
+            pass
 
     def _call(self, fn: Callable[[], Any], action: str) -> Any:
         from google.resumable_media import InvalidResponse
@@ -234,25 +238,8 @@ class DestinationStream:
             return fn()
         except InvalidResponse as exc:
             status = getattr(exc.response, "status_code", 0)
-            if status == 412:
-                raise PreconditionFailed(f"{self.where}: changed while we were writing; looking again") from exc
-            if status in (401, 403):
-                raise DestinationError(
-                    f"{self.where}: permission denied ({status}) on {action}. Grant the service account "
-                    f"Storage Object Admin (roles/storage.objectAdmin) on gs://{self.destination.bucket}.",
-                    retryable=False) from exc
-            if status == 400 and _refused_checksum(exc.response):
-                raise DestinationError(f"{self.where}: Cloud Storage refused the bytes it received: they do not "
-                                       "match the checksums sent with them (altered in transit); will retry",
-                                       retryable=True) from exc
-            if status in (404, 410) and self._upload.resumable_url:
-                raise SessionLost(f"{self.where}: the upload session answered {status} (expired or lost); "
-                                  "starting a new upload") from exc
-            if status == 404:
-                raise DestinationError(f"{self.where}: bucket {self.destination.bucket!r} does not exist "
-                                       "or the service account cannot see it", retryable=False) from exc
-            raise DestinationError(f"{self.where}: could not {action} (HTTP {status})",
-                                   retryable=status in (408, 429) or status >= 500) from exc
+            raise classify(status, _message(exc.response), bucket=self.destination.bucket, url=self.destination.url,
+                           name=self.name, action=action, session=bool(self._upload.resumable_url)) from exc
         except _TimeRanOut as exc:
             raise DestinationError(f"{self.where}: the invocation's time ran out before it could {action}; "
                                    "raise the function's timeout", retryable=True) from exc

@@ -20,9 +20,11 @@ from .config import Destination, Settings
 from .destination import GcsWriter
 from .errors import EventError, GcsSyncError, SourceError
 from .events import ObjectRef, SyncRequest
-from .audit import OK, classify
+from .plan import OK, classify
 from .metadata import SourceState
-from .transfer import FAILED, Copier, ObjectReport, Staging
+from .results import FAILED, ObjectReport
+from .staging import Staging
+from .transfer import Copier
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ after a 412, fall back after a refused server-side copy).
 - ``StagedUpload``: from the file staged under the temp dir (small objects).
 - ``StreamedUpload``: one read of the source feeding resumable uploads as the bytes arrive.
 - ``ServerCopy``: ``objects.rewrite`` from a verified copy in Cloud Storage: no bytes leave AWS.
+- ``Compose``: a sliced copy's final object, composed from its slices in Cloud Storage.
 
 ``repeatable``: whether the way can write a slot again (after a 412 or a lost session) without
 reading the source again.
@@ -15,20 +16,46 @@ reading the source again.
 
 from __future__ import annotations
 
+import logging
+import time
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from .config import Destination
+from .deadline import Deadline
 from .errors import GcsSyncError
+from .held import HeldObject
 from .metadata import SourceState
+from .results import FAILED, DestinationResult, result
 from .source import Source, SourceObject
+from .streaming import ChunkSink, Feeder
+
+log = logging.getLogger(__name__)
 
 
-class Slot(Protocol):
-    destination: Any
+@dataclass(eq=False)
+class Slot:
+    """One destination of one object: where it goes, what is there, the plan, what came of it."""
+
+    destination: Destination
     name: str
-    plan: Any
-    written: Any
-    error: GcsSyncError | None
+    held: HeldObject | None = None
+    plan: Any = None  # plan.Plan
+    written: HeldObject | None = None  # set by a way of writing
+    error: GcsSyncError | None = None  # set by a way of writing
+    result: DestinationResult | None = None
+    started: float = field(default_factory=time.monotonic)  # for the result's seconds
+
+    @property
+    def where(self) -> str:
+        return f"gs://{self.destination.bucket}/{self.name}"
+
+    def finish(self, outcome: str, **details: Any) -> None:
+        self.result = result(self.destination, self.name, outcome, started=self.started, **details)
+
+    def fail(self, error: str, retryable: bool) -> None:
+        self.finish(FAILED, error=error, retryable=retryable)
 
 
 class Way(Protocol):
@@ -90,14 +117,13 @@ class StreamedUpload:
     repeatable = False
 
     def __init__(self, writer: Any, source: Source, pool: Executor, obj: SourceObject, body: Any,
-                 state: SourceState, chunk_size: int):
+                 state: SourceState, chunk_size: int, deadline: Deadline | None = None):
         self._writer, self._source, self._pool = writer, source, pool
         self._obj, self._body, self._state, self._chunk = obj, body, state, chunk_size
+        self._deadline = deadline or Deadline()
         self.fingerprint: Any = None
 
     def write(self, slots: list) -> None:
-        from .streaming import ChunkSink, Feeder
-
         feeders = [(slot, Feeder(self._writer.open_stream(slot.destination, slot.name, self._obj, self._state,
                                                            slot.plan.generation, self._chunk)))
                    for slot in slots]
@@ -126,3 +152,31 @@ class StreamedUpload:
             future.result()
         for slot, feeder in feeders:
             slot.written, slot.error = (None, feeder.error) if feeder.error else (feeder.stream.written(), None)
+            if feeder.error is not None and self._deadline.expired():
+                # Stopped by the invocation's deadline: the session would only wait to expire.
+                feeder.stream.cancel(force=True)
+                log.info("upload session cancelled: the invocation's time ran out", extra={"fields": {
+                    "object": slot.where}})
+
+
+class Compose:
+    """A sliced copy's final object: ``sources`` (at most 32 slices or composites, each pinned to its
+    generation) composed into the slot's name under its plan's precondition, with the object's
+    content headers and metadata. Repeatable: the sources stay until the copy is proven."""
+
+    repeatable = True
+
+    def __init__(self, store: Any, sources: list, headers: dict, metadata: dict, fingerprint: Any):
+        self._store, self._sources, self._headers, self._metadata = store, sources, headers, metadata
+        self.fingerprint = fingerprint
+
+    def write(self, slots: list) -> None:
+        for slot in slots:
+            slot.written, slot.error = None, None
+            try:
+                made = self._store.compose(slot.destination, self._sources, slot.name, slot.plan.generation,
+                                           self._headers, self._metadata)
+                slot.written = HeldObject(generation=made.generation, source=SourceState.from_metadata(made.metadata),
+                                          size=made.size, crc32c=made.crc32c)
+            except GcsSyncError as exc:
+                slot.error = exc

@@ -24,7 +24,7 @@ from gcs_sync.events import printable
 from gcs_sync.destination import GcsWriter
 from gcs_sync.errors import CopyFailed, SourceError
 from gcs_sync.source import S3Source
-from gcs_sync.transfer import Staging
+from gcs_sync.staging import Staging
 
 from .conftest import md5_b64
 

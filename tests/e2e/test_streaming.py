@@ -8,6 +8,7 @@ import os
 import pytest
 
 import gcs_sync.source
+import gcs_sync.staging
 import gcs_sync.transfer
 from gcs_sync.errors import CopyFailed
 
@@ -50,13 +51,13 @@ def test_the_staging_disk_is_not_used_when_streaming(world, monkeypatch):
     dest = world.bucket()
     stream_everything(world, f"gs://{dest}")
     files = []
-    original = gcs_sync.transfer.Staging.file
+    original = gcs_sync.staging.Staging.file
 
     def watched(self, size, what):
         files.append(what)
         return original(self, size, what)
 
-    monkeypatch.setattr(gcs_sync.transfer.Staging, "file", watched)
+    monkeypatch.setattr(gcs_sync.staging.Staging, "file", watched)
     world.notify(world.put("s.bin", os.urandom(2 * MIB)))
     assert files == [] and world.staging_leftovers() == []
 
@@ -68,7 +69,7 @@ def test_an_object_larger_than_the_free_space_streams_instead_of_failing(world, 
     class Tiny:
         free = 100 * 1024
 
-    monkeypatch.setattr(gcs_sync.transfer.shutil, "disk_usage", lambda path: Tiny)
+    monkeypatch.setattr(gcs_sync.staging.shutil, "disk_usage", lambda path: Tiny)
     body = os.urandom(MIB + 5)
     small = world.put("small.txt", b"fits")
     summary = world.notify(world.put("large.bin", body), small)
@@ -123,7 +124,7 @@ def test_a_412_at_initiation_looks_again(world, monkeypatch):
             raced.append(True)
             runtime = lambda_function._container.runtime
             other = gcs_sync.transfer.Copier(runtime.settings, runtime.copier.source, runtime.writer)
-            with gcs_sync.transfer.Staging(str(world.staging)) as staging:
+            with gcs_sync.staging.Staging(str(world.staging)) as staging:
                 assert other.copy(ObjectRef(world.source, "c.bin"), staging).outcome == "copied"
         return original(self)
 

@@ -14,13 +14,15 @@ import google_crc32c
 import pytest
 
 from gcs_sync.config import Settings, parse_destination
-from gcs_sync.destination import HeldObject, RewriteRefused
+from gcs_sync.gcs_errors import RewriteRefused
+from gcs_sync.held import HeldObject
 from gcs_sync.errors import DestinationError, PreconditionFailed
 from gcs_sync.events import ObjectRef
 from gcs_sync.metadata import SourceState
 from gcs_sync.proof import Reading, S3Record
 from gcs_sync.source import SourceObject
-from gcs_sync.transfer import Copier, Staging
+from gcs_sync.staging import Staging
+from gcs_sync.transfer import Copier
 
 LM = datetime(2026, 12, 1, tzinfo=timezone.utc)
 

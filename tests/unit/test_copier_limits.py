@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from gcs_sync.config import parse_destination
-from gcs_sync.transfer import _KnownNames
+from gcs_sync.transfer import KnownNames
 
 
 def test_names_are_per_destination_and_the_oldest_are_forgotten_first():
     a, b = parse_destination("gs://bucket-a/pre/"), parse_destination("gs://bucket-b")
-    known = _KnownNames(limit=3)
+    known = KnownNames(limit=3)
     known.add((a, "pre/x"))
     assert (a, "pre/x") in known and (b, "pre/x") not in known
     for name in ("pre/y", "pre/z"):

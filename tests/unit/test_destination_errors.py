@@ -5,7 +5,8 @@ from __future__ import annotations
 from google.api_core import exceptions as gexc
 
 from gcs_sync.config import parse_destination
-from gcs_sync.destination import RewriteRefused, translate
+from gcs_sync.destination import translate
+from gcs_sync.gcs_errors import RewriteRefused
 from gcs_sync.errors import DestinationError, PreconditionFailed
 
 TARGET = parse_destination("gs://target-bucket/p/")

@@ -10,7 +10,7 @@ import pytest
 
 from gcs_sync import logs, metrics
 from gcs_sync.config import LogSettings
-from gcs_sync.transfer import DestinationResult, ObjectReport
+from gcs_sync.results import DestinationResult, ObjectReport
 
 
 def copied(dest="gs://a/", name="k", seconds=0.25, size=10) -> DestinationResult:
