@@ -11,9 +11,9 @@ from datetime import datetime
 
 from .errors import CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
 
-ROLE_HINT = ("Grant the service account the gcs-sync role that deploy/gcp-setup.sh creates (or Storage Object "
-             "User, roles/storage.objectUser) on gs://{bucket}: overwriting needs storage.objects.delete as well "
-             "as storage.objects.create, which Object Creator lacks.")
+ROLE_HINT = ("Grant the service account Storage Object Admin (roles/storage.objectAdmin) on gs://{bucket}: "
+             "overwriting needs storage.objects.delete as well as storage.objects.create, which Object Creator "
+             "lacks.")
 
 # Cloud Storage's messages when a hold or a retention period keeps an object from being replaced
 # or deleted (403): "Object 'b/o' is under active Temporary hold and cannot be deleted, overwritten
