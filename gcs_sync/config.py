@@ -459,6 +459,11 @@ def parse_destination(text: str) -> Destination:
         raise _DestinationProblem(
             f"{written!r} is wrapped in quotes, which become part of the value",
             f"remove the quotes: {bare} (the Lambda console takes a value exactly as typed)")
+    if text[0] in "?&" or text.partition("=")[0] in DESTINATION_OPTIONS:
+        raise _DestinationProblem(
+            f"{written!r} is an option on its own, not a destination",
+            "write a destination's options right after it, after '?' and joined by '&', without spaces or "
+            "commas: e.g. gs://my-bucket/backup/?storage_class=ARCHIVE&custom_time=source")
     text, query = split_options(text)
     options = "" if query is None else "?" + query
     source_prefix = ""
@@ -515,9 +520,10 @@ def _bucket_and_prefix(text: str, options: str) -> tuple[str, str]:
 
 DESTINATION_OPTIONS = ("storage_class", "kms_key", "custom_time", "holds")
 STORAGE_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
-_OPTION_EXAMPLES = {"storage_class": "storage_class=ARCHIVE",
-                    "kms_key": "kms_key=projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY",
-                    "custom_time": "custom_time=source", "holds": "holds=source"}
+_OPTION_VALUES = {"storage_class": "e.g. storage_class=ARCHIVE (STANDARD, NEARLINE, COLDLINE, ARCHIVE, or "
+                                    "source for each object's S3 class, mapped)",
+                  "kms_key": "kms_key=projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY",
+                  "custom_time": "custom_time=source (its only value)", "holds": "holds=source (its only value)"}
 _OPTIONS_TEXT = ("the options are storage_class (STANDARD, NEARLINE, COLDLINE, ARCHIVE or source), "
                  "kms_key (projects/P/locations/L/keyRings/R/cryptoKeys/K), custom_time=source and "
                  "holds=source, written name=value and joined by '&'")
@@ -553,7 +559,8 @@ def parse_options(written: str, query: str) -> dict[str, Any]:
         try:
             name, value = _option(item, query)
         except _OptionMistake as exc:
-            mistakes.append(_DestinationProblem(f"{written!r}: {exc.wrong}", exc.fix))
+            if not any(m.wrong == f"{written!r}: {exc.wrong}" for m in mistakes):  # '&&&' is one mistake
+                mistakes.append(_DestinationProblem(f"{written!r}: {exc.wrong}", exc.fix))
             continue
         if name in fields:
             if name not in repeated:
@@ -582,8 +589,7 @@ def _option(item: str, query: str) -> tuple[str, Any]:
         raise _OptionMistake(f"unknown option {name!r}", _unknown_option_fix(name, value))
     if not value:
         raise _OptionMistake(f"option {name} has an empty value",
-                             f"give it a value, e.g. {_OPTION_EXAMPLES[name]}, or remove it to keep the "
-                             "bucket's default; " + _OPTIONS_TEXT)
+                             f"give it a value: {_OPTION_VALUES[name]}, or remove it to keep the bucket's default")
     if name == "storage_class":
         return name, _storage_class(value)
     if name == "kms_key":
@@ -593,7 +599,7 @@ def _option(item: str, query: str) -> tuple[str, Any]:
 
 def _no_equals_fix(item: str) -> str:
     if item in DESTINATION_OPTIONS:
-        return f"write {_OPTION_EXAMPLES[item]}"
+        return f"give it a value after '=': {_OPTION_VALUES[item]}"
     named, colon, value = item.partition(":")
     if colon and named in DESTINATION_OPTIONS:
         return f"write '=' between name and value: {named}={value}"
@@ -609,7 +615,7 @@ def _unknown_option_fix(name: str, value: str) -> str:
     close = [lowered] if lowered in DESTINATION_OPTIONS else [_OPTION_ALIASES[lowered]] \
         if lowered in _OPTION_ALIASES else difflib.get_close_matches(lowered, DESTINATION_OPTIONS, n=1, cutoff=0.6)
     if close:
-        return f"did you mean {close[0]}={value}? " + _OPTIONS_TEXT
+        return f"did you mean {close[0]}={value}? " + _OPTIONS_TEXT[0].upper() + _OPTIONS_TEXT[1:]
     return _OPTIONS_TEXT
 
 
@@ -620,6 +626,7 @@ def _storage_class(value: str) -> str:
     if upper == "SOURCE":
         return "source"
     valid = "the classes are STANDARD, NEARLINE, COLDLINE and ARCHIVE, or source (each object's S3 class, mapped)"
+    upper_valid = valid[0].upper() + valid[1:]
     if upper in _S3_CLASSES:
         raise _OptionMistake(
             f"storage class {value!r} is S3's, not a Cloud Storage class",
@@ -632,7 +639,7 @@ def _storage_class(value: str) -> str:
             f"{valid}")
     close = difflib.get_close_matches(upper, STORAGE_CLASSES, n=1, cutoff=0.6)
     raise _OptionMistake(f"Cloud Storage has no storage class {value!r}",
-                         (f"did you mean storage_class={close[0]}? " if close else "") + valid)
+                         f"did you mean storage_class={close[0]}? {upper_valid}" if close else valid)
 
 
 def _kms_key(value: str) -> str:
@@ -663,8 +670,8 @@ def _kms_key(value: str) -> str:
 def _kms_fix(text: str) -> str:
     """The full resource name to write, from whatever part of it ``text`` holds."""
     parts = dict(re.findall(r"(projects|locations|keyRings|cryptoKeys)/([^/]+)", text))
-    name = "/".join(f"{kind}/{parts.get(kind, kind[:-1].upper())}"
-                    for kind in ("projects", "locations", "keyRings", "cryptoKeys"))
+    name = "/".join(f"{kind}/{parts.get(kind, placeholder)}" for kind, placeholder in (
+        ("projects", "PROJECT"), ("locations", "LOCATION"), ("keyRings", "RING"), ("cryptoKeys", "KEY")))
     return (f"write the key's full resource name: kms_key={name} (as `gcloud kms keys list --keyring RING "
             "--location LOCATION --format='value(name)'` prints it)")
 
@@ -807,8 +814,8 @@ def _compat_items(compat: list[tuple[str, str]], problems: list) -> list[tuple[s
         if split_options(text)[1] is not None:
             problems.append(Problem(
                 variable, f"{text!r} has destination options, which only GCS_DESTINATIONS takes",
-                "move the destinations to GCS_DESTINATIONS, with their options: GCS_DESTINATIONS="
-                + ",".join(t for _, t in items) + ", and remove the GCS_BUCKET_NAME_* variables"))
+                "move the destinations to GCS_DESTINATIONS, with their options: set GCS_DESTINATIONS to "
+                + ",".join(t for _, t in items) + " and remove the GCS_BUCKET_NAME_* variables"))
     return [(variable, text) for variable, text in items if split_options(text)[1] is None]
 
 
