@@ -375,7 +375,7 @@ def _primary_destination(env: Mapping[str, str], destinations: list, problems: l
     if not raw:
         return None
     urls = [d.url for d in destinations]
-    location, query = split_options(raw)
+    location, query = _split_options(raw)
     wanted = _parsed_or_none(location)
     if wanted is None or wanted.url not in urls:
         problems.append(Problem(
@@ -464,7 +464,7 @@ def parse_destination(text: str) -> Destination:
             f"{written!r} is an option on its own, not a destination",
             "write a destination's options right after it, after '?' and joined by '&', without spaces or "
             "commas: e.g. gs://my-bucket/backup/?storage_class=ARCHIVE&custom_time=source")
-    text, query = split_options(text)
+    text, query = _split_options(text)
     options = "" if query is None else "?" + query
     source_prefix = ""
     if "=" + GS_SCHEME in text:
@@ -479,11 +479,11 @@ def parse_destination(text: str) -> Destination:
         raise _DestinationProblem(f"{text + options!r} does not start with gs://",
                                   _scheme_fix(text + options, source_prefix))
     bucket, prefix = _bucket_and_prefix(text, options)
-    fields = parse_options(written, query) if query is not None else {}
+    fields = _parse_options(written, query) if query is not None else {}
     return Destination(bucket=bucket, prefix=prefix, source_prefix=source_prefix, **fields)
 
 
-def split_options(text: str) -> tuple[str, str | None]:
+def _split_options(text: str) -> tuple[str, str | None]:
     """A destination as written -> (without its options, the options after '?' or None).
 
     The options start at the first '?' after ``gs://`` (a source prefix before it may hold one)."""
@@ -548,7 +548,7 @@ class _OptionMistake(ValueError):
         self.wrong, self.fix = wrong, fix
 
 
-def parse_options(written: str, query: str) -> dict[str, Any]:
+def _parse_options(written: str, query: str) -> dict[str, Any]:
     """The options after '?' of the destination ``written`` -> its Destination fields.
 
     Every mistake is found: the ValueError raised is the first, with the others in ``more``."""
@@ -811,18 +811,18 @@ def _compat_items(compat: list[tuple[str, str]], problems: list) -> list[tuple[s
             continue
         items.append((variable, _compat_destination(value)))
     for variable, text in items:
-        if split_options(text)[1] is not None:
+        if _split_options(text)[1] is not None:
             problems.append(Problem(
                 variable, f"{text!r} has destination options, which only GCS_DESTINATIONS takes",
                 "move the destinations to GCS_DESTINATIONS, with their options: set GCS_DESTINATIONS to "
                 + ",".join(t for _, t in items) + " and remove the GCS_BUCKET_NAME_* variables"))
-    return [(variable, text) for variable, text in items if split_options(text)[1] is None]
+    return [(variable, text) for variable, text in items if _split_options(text)[1] is None]
 
 
 def _compat_destination(value: str) -> str:
     """A GCS_BUCKET_NAME_<X> value (a bucket name, or a destination) as a destination."""
     value = value.strip("\"'") if value[0] in "\"'" and len(value) > 1 else value
-    written = value.lower().startswith(("gs://", "gs:", "s3://", "http")) or "=" in split_options(value)[0]
+    written = value.lower().startswith(("gs://", "gs:", "s3://", "http")) or "=" in _split_options(value)[0]
     return value if written else GS_SCHEME + value
 
 
