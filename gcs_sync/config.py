@@ -459,7 +459,7 @@ def parse_destination(text: str) -> Destination:
         raise _DestinationProblem(
             f"{written!r} is wrapped in quotes, which become part of the value",
             f"remove the quotes: {bare} (the Lambda console takes a value exactly as typed)")
-    if text[0] in "?&" or text.partition("=")[0] in DESTINATION_OPTIONS:
+    if text.startswith(("?", "&")) or text.partition("=")[0] in DESTINATION_OPTIONS:
         raise _DestinationProblem(
             f"{written!r} is an option on its own, not a destination",
             "write a destination's options right after it, after '?' and joined by '&', without spaces or "

@@ -719,3 +719,8 @@ def test_bare_listen_address_gets_a_loopback_url():
     (problem,) = problems_of({"GCS_DESTINATIONS": DEST, "GCS_API_ENDPOINT": "0.0.0.0:4443"})
     assert "GCS_API_ENDPOINT=http://127.0.0.1:4443" in problem
     assert load({"GCS_DESTINATIONS": DEST, "GCS_API_ENDPOINT": "http://127.0.0.1:4443"})  # the fix is accepted
+
+
+def test_parse_destination_of_nothing_says_what_to_write():
+    with pytest.raises(ValueError, match="does not start with gs://"):
+        parse_destination("")
