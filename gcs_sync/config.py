@@ -7,13 +7,18 @@ fixed in one go. Tests build ``Settings`` directly.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import fnmatch
+import ipaddress
 import os
 import re
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
+from .credential_config import credential_file_problems
 from .errors import ConfigError, Problem
 
 GS_SCHEME = "gs://"
@@ -31,15 +36,40 @@ class Destination:
 
     With ``source_prefix`` (written ``SRC_PREFIX=gs://bucket/prefix``) only keys under that
     source prefix go to this destination, and the source prefix is replaced, not kept.
+
+    The options written after ``?`` (see ``DESTINATION_OPTIONS``) say how every copy there is
+    written: ``storage_class`` (a Cloud Storage class, or ``source``: S3's, mapped), ``kms_key``
+    (a Cloud KMS key's resource name), ``custom_time`` (the source's Last-Modified as the copy's
+    customTime) and ``holds`` (S3 Object Lock carried over). Unset, the bucket's defaults apply.
     """
 
     bucket: str
     prefix: str = ""
     source_prefix: str = ""
+    storage_class: str | None = None
+    kms_key: str | None = None
+    custom_time: bool = False
+    holds: bool = False
 
     @property
     def url(self) -> str:
+        """``gs://bucket/prefix``, without the options: how results and PRIMARY_DESTINATION name it."""
         return f"{GS_SCHEME}{self.bucket}/{self.prefix}"
+
+    @property
+    def policy(self) -> str | None:
+        """The options set, as a short stable text (``storage_class=ARCHIVE&custom_time=source``),
+        recorded on each copy to say which policy it was written under; None when none is set."""
+        parts = []
+        if self.storage_class:
+            parts.append(f"storage_class={self.storage_class}")
+        if self.kms_key:
+            parts.append(f"kms_key={self.kms_key}")
+        if self.custom_time:
+            parts.append("custom_time=source")
+        if self.holds:
+            parts.append("holds=source")
+        return "&".join(parts) or None
 
     def maps(self, key: str) -> bool:
         return key.startswith(self.source_prefix)
@@ -185,101 +215,31 @@ class Settings:
         env = os.environ if environ is None else environ
         problems: list[Problem] = []
         warnings: list[str] = []
-
-        destinations = _destinations(env, problems, warnings)
         credentials = cls.for_credentials(env, code_dir=code_dir, relative_to=relative_to)
-        if credentials.credentials_path is None and credentials.in_lambda:
-            problems.append(Problem(
-                "GOOGLE_APPLICATION_CREDENTIALS", "not set; in Lambda it is required",
-                "set GOOGLE_APPLICATION_CREDENTIALS=gcp-credentials.json, the name ./build.sh "
-                "--credentials FILE gives the Workload Identity Federation credential configuration "
-                "in the zip (see the README's setup section)"))
-
-        source_buckets = None
-        raw_sources = env.get("SOURCE_BUCKETS", "").strip()
-        if raw_sources:
-            names = [n for n in _SPLIT.split(raw_sources) if n]
-            bad = [n for n in names if not _valid_s3_bucket(n)]
-            if bad:
-                problems.append(_s3_names_problem("SOURCE_BUCKETS", names, bad))
-            source_buckets = frozenset(names)
-
-        default_source = env.get("S3_BUCKET_NAME", "").strip() or None
-        if default_source and not _valid_s3_bucket(default_source):
-            problems.append(_s3_names_problem("S3_BUCKET_NAME", [default_source], [default_source]))
-
-        endpoint = env.get("GCS_API_ENDPOINT", "").strip() or None
-        if endpoint:
-            problem = _endpoint_problem(endpoint)
-            if problem:
-                problems.append(problem)
-            else:
-                endpoint = endpoint.rstrip("/")
-
-        mirror_deletes = _flag(env, "MIRROR_DELETES", problems)
-        _flag(env, "ALLOW_SERVICE_ACCOUNT_KEY", problems)
-
-        memory_mb = _int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1024, problems, minimum=128, example=1024)
-        concurrency = _int(
-            env, "OBJECT_CONCURRENCY", max(2, min(16, memory_mb // 256)), problems, minimum=1, example=4
-        )
-
-        stream_threshold = _int(env, "STREAM_THRESHOLD_MB", 8, problems, minimum=0, example=8, unit="MB")
-        stream_chunk = _int(env, "STREAM_CHUNK_MB", 8, problems, minimum=1, example=8, unit="MB")
-        s3_read_parts = _int(env, "S3_READ_PARTS", 1, problems, minimum=1, example=4)
-
-        staging_dir = env.get("STAGING_DIR", "").strip() or tempfile.gettempdir()
-        if not os.path.isdir(staging_dir):
-            problems.append(Problem(
-                "STAGING_DIR", f"{staging_dir!r} is not a directory",
-                "in Lambda only /tmp is writable: remove STAGING_DIR (the default is /tmp) or name a "
-                "directory under /tmp" if credentials.in_lambda else
-                f"create {staging_dir}, or remove STAGING_DIR to stage under {tempfile.gettempdir()}"))
-
-        log = LogSettings._parse(env, problems, warnings)
-        fanout, primary = _fanout(env, destinations, problems)
-
-        slice_queue_url, slice_mb, slice_threshold_mb = _slices(env, problems, warnings)
-
-        key_filter = KeyFilter(
-            include=tuple(t for t in _SPLIT.split(env.get("INCLUDE", "").strip()) if t),
-            exclude=tuple(t for t in _SPLIT.split(env.get("EXCLUDE", "").strip()) if t),
-        )
-
+        destinations = _destinations(env, problems, warnings)
+        _require_credentials_in_lambda(credentials, problems)
+        fields = {  # each group's own parser, in the order its problems are listed
+            **_source_fields(env, problems),
+            **_endpoint_fields(env, problems),
+            **_flag_fields(env, problems),
+            **_size_fields(env, problems),
+            **_staging_fields(env, credentials.in_lambda, problems),
+            **_log_fields(env, problems, warnings),
+            **_fanout_fields(env, destinations, problems),
+            **_slice_fields(env, problems, warnings),
+        }
         if problems:
             if check_credential_file and credentials.credentials_path is not None:
-                problems.extend(_credential_file_problems(credentials))
+                problems.extend(credential_file_problems(credentials))
             raise ConfigError(problems)
-        return cls(
+        return dataclasses.replace(
+            credentials,
             destinations=tuple(destinations),
-            key_filter=key_filter,
-            credentials_path=credentials.credentials_path,
-            credentials_setting=credentials.credentials_setting,
-            credentials_base=credentials.credentials_base,
-            allow_service_account_key=credentials.allow_service_account_key,
+            key_filter=_key_filter(env),
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,
-            gcs_api_endpoint=endpoint,
-            source_buckets=source_buckets,
-            default_source_bucket=default_source,
-            mirror_deletes=mirror_deletes,
-            staging_dir=staging_dir,
-            object_concurrency=concurrency,
-            stream_threshold=stream_threshold * MIB,
-            stream_chunk=stream_chunk * MIB,
-            s3_read_parts=s3_read_parts,
-            memory_mb=memory_mb,
-            log_level=log.level,
-            log=log,
-            fanout=fanout,
-            primary_destination=primary,
-            aws_region=credentials.aws_region,
-            aws_keys_present=credentials.aws_keys_present,
-            in_lambda=credentials.in_lambda,
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "gcs-sync",
-            slice_queue_url=slice_queue_url,
-            slice_mb=slice_mb,
-            slice_threshold_mb=slice_threshold_mb,
             warnings=tuple(warnings),
+            **fields,
         )
 
     @classmethod
@@ -309,7 +269,95 @@ class Settings:
         )
 
 
-def _fanout(env: Mapping[str, str], destinations: list, problems: list) -> tuple[str, str | None]:
+# --------------------------------------------------------------------------- one parser per group
+# Each reads its variables, appends what is wrong to ``problems`` (warnings to ``warnings``) and
+# returns its Settings fields by name.
+
+
+def _require_credentials_in_lambda(credentials: Settings, problems: list) -> None:
+    if credentials.credentials_path is None and credentials.in_lambda:
+        problems.append(Problem(
+            "GOOGLE_APPLICATION_CREDENTIALS", "not set; in Lambda it is required",
+            "set GOOGLE_APPLICATION_CREDENTIALS=gcp-credentials.json, the name ./build.sh "
+            "--credentials FILE gives the Workload Identity Federation credential configuration "
+            "in the zip (see the README's setup section)"))
+
+
+def _source_fields(env: Mapping[str, str], problems: list) -> dict[str, Any]:
+    """SOURCE_BUCKETS and S3_BUCKET_NAME."""
+    source_buckets = None
+    raw_sources = env.get("SOURCE_BUCKETS", "").strip()
+    if raw_sources:
+        names = [n for n in _SPLIT.split(raw_sources) if n]
+        bad = [n for n in names if not _valid_s3_bucket(n)]
+        if bad:
+            problems.append(_s3_names_problem("SOURCE_BUCKETS", names, bad))
+        source_buckets = frozenset(names)
+    default_source = env.get("S3_BUCKET_NAME", "").strip() or None
+    if default_source and not _valid_s3_bucket(default_source):
+        problems.append(_s3_names_problem("S3_BUCKET_NAME", [default_source], [default_source]))
+    return {"source_buckets": source_buckets, "default_source_bucket": default_source}
+
+
+def _endpoint_fields(env: Mapping[str, str], problems: list) -> dict[str, Any]:
+    """GCS_API_ENDPOINT, its trailing slashes dropped."""
+    endpoint = env.get("GCS_API_ENDPOINT", "").strip() or None
+    if endpoint:
+        problem = _endpoint_problem(endpoint)
+        if problem:
+            problems.append(problem)
+        else:
+            endpoint = endpoint.rstrip("/")
+    return {"gcs_api_endpoint": endpoint}
+
+
+def _flag_fields(env: Mapping[str, str], problems: list) -> dict[str, Any]:
+    """MIRROR_DELETES; ALLOW_SERVICE_ACCOUNT_KEY is only checked here (``for_credentials`` reads it)."""
+    mirror_deletes = _flag(env, "MIRROR_DELETES", problems)
+    _flag(env, "ALLOW_SERVICE_ACCOUNT_KEY", problems)
+    return {"mirror_deletes": mirror_deletes}
+
+
+def _size_fields(env: Mapping[str, str], problems: list) -> dict[str, Any]:
+    """The function's memory, and what follows from it: concurrency, streaming, ranged reads."""
+    memory_mb = _int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1024, problems, minimum=128, example=1024)
+    concurrency = _int(
+        env, "OBJECT_CONCURRENCY", max(2, min(16, memory_mb // 256)), problems, minimum=1, example=4
+    )
+    stream_threshold = _int(env, "STREAM_THRESHOLD_MB", 8, problems, minimum=0, example=8, unit="MB")
+    stream_chunk = _int(env, "STREAM_CHUNK_MB", 8, problems, minimum=1, example=8, unit="MB")
+    s3_read_parts = _int(env, "S3_READ_PARTS", 1, problems, minimum=1, example=4)
+    return {"memory_mb": memory_mb, "object_concurrency": concurrency, "stream_threshold": stream_threshold * MIB,
+            "stream_chunk": stream_chunk * MIB, "s3_read_parts": s3_read_parts}
+
+
+def _staging_fields(env: Mapping[str, str], in_lambda: bool, problems: list) -> dict[str, Any]:
+    """STAGING_DIR: an existing directory (the system's temporary directory by default)."""
+    staging_dir = env.get("STAGING_DIR", "").strip() or tempfile.gettempdir()
+    if not os.path.isdir(staging_dir):
+        problems.append(Problem(
+            "STAGING_DIR", f"{staging_dir!r} is not a directory",
+            "in Lambda only /tmp is writable: remove STAGING_DIR (the default is /tmp) or name a "
+            "directory under /tmp" if in_lambda else
+            f"create {staging_dir}, or remove STAGING_DIR to stage under {tempfile.gettempdir()}"))
+    return {"staging_dir": staging_dir}
+
+
+def _log_fields(env: Mapping[str, str], problems: list, warnings: list[str]) -> dict[str, Any]:
+    """LOG_LEVEL and Lambda's own logging controls."""
+    log = LogSettings._parse(env, problems, warnings)
+    return {"log": log, "log_level": log.level}
+
+
+def _key_filter(env: Mapping[str, str]) -> KeyFilter:
+    """INCLUDE and EXCLUDE."""
+    return KeyFilter(
+        include=tuple(t for t in _SPLIT.split(env.get("INCLUDE", "").strip()) if t),
+        exclude=tuple(t for t in _SPLIT.split(env.get("EXCLUDE", "").strip()) if t),
+    )
+
+
+def _fanout_fields(env: Mapping[str, str], destinations: list, problems: list) -> dict[str, Any]:
     """FANOUT (copy | upload) and PRIMARY_DESTINATION (one of GCS_DESTINATIONS, as written)."""
     fanout = env.get("FANOUT", "").strip().lower() or "copy"
     if fanout not in ("copy", "upload"):
@@ -318,28 +366,48 @@ def _fanout(env: Mapping[str, str], destinations: list, problems: list) -> tuple
             "set FANOUT=copy (upload once, copy inside Cloud Storage: the default) or FANOUT=upload "
             "(upload to every destination from the function)"))
         fanout = "copy"
+    return {"fanout": fanout, "primary_destination": _primary_destination(env, destinations, problems)}
+
+
+def _primary_destination(env: Mapping[str, str], destinations: list, problems: list) -> str | None:
+    """The URL of the destination PRIMARY_DESTINATION names, written with its options or without."""
     raw = env.get("PRIMARY_DESTINATION", "").strip()
     if not raw:
-        return fanout, None
+        return None
     urls = [d.url for d in destinations]
-    try:
-        wanted = parse_destination(raw).url
-    except ValueError:
-        wanted = None
-    if wanted not in urls:
+    location, query = _split_options(raw)
+    wanted = _parsed_or_none(location)
+    if wanted is None or wanted.url not in urls:
         problems.append(Problem(
             "PRIMARY_DESTINATION", f"{raw!r} is not one of GCS_DESTINATIONS",
             "set it to one destination exactly as written in GCS_DESTINATIONS, e.g. "
             f"PRIMARY_DESTINATION={urls[0] if urls else 'gs://my-bucket/backup/'}, or remove it (the first "
             "destination that needs the write is used)"))
-        return fanout, None
-    return fanout, wanted
+        return None
+    given = {d.policy for d in destinations if d.url == wanted.url}
+    with_options = _parsed_or_none(raw)
+    if query is not None and (with_options is None or with_options.policy not in given):
+        problems.append(Problem(
+            "PRIMARY_DESTINATION",
+            f"{raw!r}: the options after '?' are not those GCS_DESTINATIONS gives {wanted.url} ("
+            + " or ".join(sorted(p or "none" for p in given)) + ")",
+            f"write PRIMARY_DESTINATION={wanted.url}: it names the destination by its URL, and the "
+            "options belong in GCS_DESTINATIONS"))
+        return None
+    return wanted.url
+
+
+def _parsed_or_none(text: str) -> Destination | None:
+    try:
+        return parse_destination(text)
+    except ValueError:
+        return None
 
 
 SLICE_MB_MAX = 5 * 1024  # one slice is read and written by one invocation
 
 
-def _slices(env: Mapping[str, str], problems: list, warnings: list[str]) -> tuple[str | None, int, int | None]:
+def _slice_fields(env: Mapping[str, str], problems: list, warnings: list[str]) -> dict[str, Any]:
     """SLICE_QUEUE_URL, SLICE_MB and SLICE_THRESHOLD_MB."""
     url = env.get("SLICE_QUEUE_URL", "").strip() or None
     if url and not re.match(r"^https?://[^/\s]+/\d+/[A-Za-z0-9_-]+(\.fifo)?/?$", url):
@@ -361,20 +429,27 @@ def _slices(env: Mapping[str, str], problems: list, warnings: list[str]) -> tupl
         if threshold and not url:
             warnings.append("SLICE_THRESHOLD_MB is set but SLICE_QUEUE_URL is not, so nothing is sliced; set "
                             "SLICE_QUEUE_URL to the function's own queue to slice large objects")
-    return url, slice_mb, threshold
+    return {"slice_queue_url": url, "slice_mb": slice_mb, "slice_threshold_mb": threshold}
 
 
 class _DestinationProblem(ValueError):
-    """What is wrong with one destination entry (``str``) and its fix (``fix``)."""
+    """What is wrong with one destination entry (``str``) and its fix (``fix``); ``more``: the
+    entry's further mistakes (its options are all checked at once), each its own problem."""
 
-    def __init__(self, wrong: str, fix: str):
+    def __init__(self, wrong: str, fix: str, more: "tuple[_DestinationProblem, ...]" = ()):
         super().__init__(wrong)
         self.wrong = wrong
         self.fix = fix
+        self.more = more
+
+    @property
+    def every(self) -> "tuple[_DestinationProblem, ...]":
+        return (self, *self.more)
 
 
 def parse_destination(text: str) -> Destination:
-    """``gs://bucket``, ``gs://bucket/prefix`` or ``SRC_PREFIX=gs://bucket/prefix`` -> Destination.
+    """``gs://bucket``, ``gs://bucket/prefix`` or ``SRC_PREFIX=gs://bucket/prefix``, each optionally
+    followed by ``?OPTIONS`` -> Destination.
 
     ValueError says what is wrong; its ``fix`` attribute says what to write instead.
     """
@@ -384,29 +459,53 @@ def parse_destination(text: str) -> Destination:
         raise _DestinationProblem(
             f"{written!r} is wrapped in quotes, which become part of the value",
             f"remove the quotes: {bare} (the Lambda console takes a value exactly as typed)")
+    if text.startswith(("?", "&")) or text.partition("=")[0] in DESTINATION_OPTIONS:
+        raise _DestinationProblem(
+            f"{written!r} is an option on its own, not a destination",
+            "write a destination's options right after it, after '?' and joined by '&', without spaces or "
+            "commas: e.g. gs://my-bucket/backup/?storage_class=ARCHIVE&custom_time=source")
+    text, query = _split_options(text)
+    options = "" if query is None else "?" + query
     source_prefix = ""
     if "=" + GS_SCHEME in text:
         source_prefix, _, rest = text.partition("=")
         if not source_prefix:
             raise _DestinationProblem(
-                f"{text!r}: nothing before '='",
-                f"write SOURCE_PREFIX=gs://BUCKET/PREFIX (e.g. incoming/={rest}), or drop the '=' "
-                f"to copy every key: {rest}")
+                f"{text + options!r}: nothing before '='",
+                f"write SOURCE_PREFIX=gs://BUCKET/PREFIX (e.g. incoming/={rest + options}), or drop the '=' "
+                f"to copy every key: {rest + options}")
         text = rest
     if not text.startswith(GS_SCHEME):
-        raise _DestinationProblem(f"{text!r} does not start with gs://", _scheme_fix(text, source_prefix))
+        raise _DestinationProblem(f"{text + options!r} does not start with gs://",
+                                  _scheme_fix(text + options, source_prefix))
+    bucket, prefix = _bucket_and_prefix(text, options)
+    fields = _parse_options(written, query) if query is not None else {}
+    return Destination(bucket=bucket, prefix=prefix, source_prefix=source_prefix, **fields)
+
+
+def _split_options(text: str) -> tuple[str, str | None]:
+    """A destination as written -> (without its options, the options after '?' or None).
+
+    The options start at the first '?' after ``gs://`` (a source prefix before it may hold one)."""
+    start = text.find(GS_SCHEME)
+    mark = text.find("?", max(start, 0))
+    return (text, None) if mark < 0 else (text[:mark], text[mark + 1:])
+
+
+def _bucket_and_prefix(text: str, options: str) -> tuple[str, str]:
+    """``gs://bucket/prefix`` (``options``: the '?...' written after it, for the messages)."""
     bucket, _, prefix = text[len(GS_SCHEME):].partition("/")
     problem = bucket_name_problem(bucket)
     if problem:
         lowered = bucket.lower()
         if bucket != lowered and bucket_name_problem(lowered) is None:
-            fix = f"bucket names are lowercase: write {GS_SCHEME}{lowered}/{prefix}"
+            fix = f"bucket names are lowercase: write {GS_SCHEME}{lowered}/{prefix}{options}"
         elif not bucket:
-            fix = f"write the bucket's name after gs://, e.g. gs://my-bucket/{prefix}"
+            fix = f"write the bucket's name after gs://, e.g. gs://my-bucket/{prefix}{options}"
         else:
             fix = ("write the bucket's exact name, as `gcloud storage buckets list` shows it "
                    "(Cloud Storage accepts no other)")
-        raise _DestinationProblem(f"{text!r}: {problem}", fix)
+        raise _DestinationProblem(f"{text + options!r}: {problem}", fix)
     if "\r" in prefix or "\n" in prefix:
         raise _DestinationProblem(f"{text!r}: the prefix contains a line break",
                                   "remove the line break from the prefix")
@@ -414,7 +513,179 @@ def parse_destination(text: str) -> Destination:
         raise _DestinationProblem(
             f"{text!r}: the prefix leaves no room for object names (1024 bytes max)",
             "shorten the prefix: prefix and key together must fit in 1024 bytes")
-    return Destination(bucket=bucket, prefix=prefix, source_prefix=source_prefix)
+    return bucket, prefix
+
+
+# --------------------------------------------------------------------------- destination options
+
+DESTINATION_OPTIONS = ("storage_class", "kms_key", "custom_time", "holds")
+STORAGE_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
+_OPTION_VALUES = {"storage_class": "e.g. storage_class=ARCHIVE (STANDARD, NEARLINE, COLDLINE, ARCHIVE, or "
+                                    "source for each object's S3 class, mapped)",
+                  "kms_key": "kms_key=projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY",
+                  "custom_time": "custom_time=source (its only value)", "holds": "holds=source (its only value)"}
+_OPTIONS_TEXT = ("the options are storage_class (STANDARD, NEARLINE, COLDLINE, ARCHIVE or source), "
+                 "kms_key (projects/P/locations/L/keyRings/R/cryptoKeys/K), custom_time=source and "
+                 "holds=source, written name=value and joined by '&'")
+# Other names people give the options (lowercase, '-' as '_').
+_OPTION_ALIASES = {"class": "storage_class", "storageclass": "storage_class", "kms": "kms_key",
+                   "kmskeyname": "kms_key", "kms_key_name": "kms_key", "encryption_key": "kms_key",
+                   "key": "kms_key", "customtime": "custom_time", "hold": "holds", "legal_hold": "holds",
+                   "temporary_hold": "holds", "retention": "holds", "object_lock": "holds"}
+# S3's class names (and the console's), as a storage_class value: Cloud Storage's class for them,
+# the same mapping storage_class=source applies object by object.
+_S3_CLASSES = {"GLACIER": "ARCHIVE", "DEEP_ARCHIVE": "ARCHIVE", "GLACIER_DEEP_ARCHIVE": "ARCHIVE",
+               "GLACIER_FLEXIBLE_RETRIEVAL": "ARCHIVE", "GLACIER_IR": "COLDLINE",
+               "GLACIER_INSTANT_RETRIEVAL": "COLDLINE", "STANDARD_IA": "NEARLINE", "ONEZONE_IA": "NEARLINE",
+               "INTELLIGENT_TIERING": "STANDARD", "REDUCED_REDUNDANCY": "STANDARD"}
+_LEGACY_CLASSES = ("MULTI_REGIONAL", "REGIONAL", "DURABLE_REDUCED_AVAILABILITY")
+_KMS_KEY = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/keyRings/[^/\s]+/cryptoKeys/[^/\s]+")
+
+
+class _OptionMistake(ValueError):
+    def __init__(self, wrong: str, fix: str):
+        super().__init__(wrong)
+        self.wrong, self.fix = wrong, fix
+
+
+def _parse_options(written: str, query: str) -> dict[str, Any]:
+    """The options after '?' of the destination ``written`` -> its Destination fields.
+
+    Every mistake is found: the ValueError raised is the first, with the others in ``more``."""
+    fields: dict[str, Any] = {}
+    mistakes: list[_DestinationProblem] = []
+    repeated: set[str] = set()
+    for item in query.split("&"):
+        try:
+            name, value = _option(item, query)
+        except _OptionMistake as exc:
+            if not any(m.wrong == f"{written!r}: {exc.wrong}" for m in mistakes):  # '&&&' is one mistake
+                mistakes.append(_DestinationProblem(f"{written!r}: {exc.wrong}", exc.fix))
+            continue
+        if name in fields:
+            if name not in repeated:
+                repeated.add(name)
+                mistakes.append(_DestinationProblem(
+                    f"{written!r}: option {name} is given twice",
+                    f"give each option once: keep the {name}=... the copies should have"))
+            continue
+        fields[name] = value
+    if mistakes:
+        raise _DestinationProblem(mistakes[0].wrong, mistakes[0].fix, tuple(mistakes[1:]))
+    return fields
+
+
+def _option(item: str, query: str) -> tuple[str, Any]:
+    """One ``name=value`` -> (the Destination field, its value); _OptionMistake when wrong."""
+    if not item:
+        rest = "&".join(i for i in query.split("&") if i)
+        raise _OptionMistake("an empty option ('?' or '&' with nothing after it)",
+                             f"remove the extra '&' or '?': write ?{rest}" if rest else
+                             "remove the '?' when no option is given")
+    name, equals, value = item.partition("=")
+    if not equals:
+        raise _OptionMistake(f"option {item!r} has no '=' (options are written name=value)", _no_equals_fix(item))
+    if name not in DESTINATION_OPTIONS:
+        raise _OptionMistake(f"unknown option {name!r}", _unknown_option_fix(name, value))
+    if not value:
+        raise _OptionMistake(f"option {name} has an empty value",
+                             f"give it a value: {_OPTION_VALUES[name]}, or remove it to keep the bucket's default")
+    if name == "storage_class":
+        return name, _storage_class(value)
+    if name == "kms_key":
+        return name, _kms_key(value)
+    return name, _from_source(name, value)
+
+
+def _no_equals_fix(item: str) -> str:
+    if item in DESTINATION_OPTIONS:
+        return f"give it a value after '=': {_OPTION_VALUES[item]}"
+    named, colon, value = item.partition(":")
+    if colon and named in DESTINATION_OPTIONS:
+        return f"write '=' between name and value: {named}={value}"
+    if item.upper() in STORAGE_CLASSES:
+        return f"name the option: storage_class={item.upper()}"
+    if item.startswith("projects/"):
+        return f"name the option: kms_key={item}"
+    return _OPTIONS_TEXT + "; a '?' ends the prefix and starts the options, so a prefix cannot hold one"
+
+
+def _unknown_option_fix(name: str, value: str) -> str:
+    lowered = name.lower().replace("-", "_")
+    close = [lowered] if lowered in DESTINATION_OPTIONS else [_OPTION_ALIASES[lowered]] \
+        if lowered in _OPTION_ALIASES else difflib.get_close_matches(lowered, DESTINATION_OPTIONS, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}={value}? " + _OPTIONS_TEXT[0].upper() + _OPTIONS_TEXT[1:]
+    return _OPTIONS_TEXT
+
+
+def _storage_class(value: str) -> str:
+    upper = value.upper().replace("-", "_").replace(" ", "_")
+    if upper in STORAGE_CLASSES:
+        return upper
+    if upper == "SOURCE":
+        return "source"
+    valid = "the classes are STANDARD, NEARLINE, COLDLINE and ARCHIVE, or source (each object's S3 class, mapped)"
+    upper_valid = valid[0].upper() + valid[1:]
+    if upper in _S3_CLASSES:
+        raise _OptionMistake(
+            f"storage class {value!r} is S3's, not a Cloud Storage class",
+            f"write storage_class={_S3_CLASSES[upper]}, Cloud Storage's class for it, or storage_class=source "
+            f"to map each object's own S3 class; {valid}")
+    if upper in _LEGACY_CLASSES or upper == "DRA":
+        raise _OptionMistake(
+            f"storage class {value!r} is a legacy Cloud Storage class, kept only for older data",
+            f"write storage_class=STANDARD, which replaces it (or remove the option for the bucket's default); "
+            f"{valid}")
+    close = difflib.get_close_matches(upper, STORAGE_CLASSES, n=1, cutoff=0.6)
+    raise _OptionMistake(f"Cloud Storage has no storage class {value!r}",
+                         f"did you mean storage_class={close[0]}? {upper_valid}" if close else valid)
+
+
+def _kms_key(value: str) -> str:
+    if _KMS_KEY.fullmatch(value):
+        return value
+    repaired = re.sub(r"^(?:https?://cloudkms\.googleapis\.com/v1/|//cloudkms\.googleapis\.com/)", "",
+                      value, flags=re.IGNORECASE).rstrip("/")
+    for segment in ("projects", "locations", "keyRings", "cryptoKeys", "cryptoKeyVersions"):
+        repaired = re.sub(rf"(^|/){segment}/", rf"\g<1>{segment}/", repaired, flags=re.IGNORECASE)
+    version = re.fullmatch(r"(.+/cryptoKeys/[^/]+)/cryptoKeyVersions/[^/]+", repaired)
+    if version:
+        key = version.group(1)
+        raise _OptionMistake(
+            f"kms_key {value!r} names a key version (.../cryptoKeyVersions/N); Cloud Storage takes the key "
+            "and encrypts with its primary version",
+            f"drop the version: kms_key={key}" if _KMS_KEY.fullmatch(key) else _kms_fix(key))
+    if _KMS_KEY.fullmatch(repaired):
+        raise _OptionMistake(f"kms_key {value!r} is not written as a Cloud KMS key resource name",
+                             f"write kms_key={repaired}")
+    if "/" not in value:
+        raise _OptionMistake(
+            f"kms_key {value!r} is a key's name alone; Cloud Storage needs its full Cloud KMS resource name",
+            f"write kms_key=projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/{value} (`gcloud kms "
+            f"keys describe {value} --keyring RING --location LOCATION --format='value(name)'` prints it)")
+    raise _OptionMistake(f"kms_key {value!r} is not a full Cloud KMS key resource name", _kms_fix(repaired))
+
+
+def _kms_fix(text: str) -> str:
+    """The full resource name to write, from whatever part of it ``text`` holds."""
+    parts = dict(re.findall(r"(projects|locations|keyRings|cryptoKeys)/([^/]+)", text))
+    name = "/".join(f"{kind}/{parts.get(kind, placeholder)}" for kind, placeholder in (
+        ("projects", "PROJECT"), ("locations", "LOCATION"), ("keyRings", "RING"), ("cryptoKeys", "KEY")))
+    return (f"write the key's full resource name: kms_key={name} (as `gcloud kms keys list --keyring RING "
+            "--location LOCATION --format='value(name)'` prints it)")
+
+
+def _from_source(name: str, value: str) -> bool:
+    if value.lower() == "source":
+        return True
+    meaning = ("the copy's customTime is the source object's Last-Modified" if name == "custom_time" else
+               "the source's S3 Object Lock legal hold and retention are carried to the copy")
+    if value.strip("\"'").lower() in _FALSE | {"none"}:
+        fix = f"remove {name}={value} to leave it off (the default); {name}=source turns it on ({meaning})"
+    else:
+        fix = f"write {name}=source ({meaning}), or remove it to leave it off"
+    raise _OptionMistake(f"option {name}={value}: {name} takes only the value source", fix)
 
 
 def _scheme_fix(text: str, source_prefix: str) -> str:
@@ -467,6 +738,41 @@ def bucket_name_problem(name: str) -> str | None:
 
 
 def _destinations(env: Mapping[str, str], problems: list, warnings: list[str]) -> list[Destination]:
+    """GCS_DESTINATIONS, or the GCS_BUCKET_NAME_* compatibility form."""
+    items = _destination_items(env, problems, warnings)
+    if items is None:
+        return []
+    seen: dict[tuple[str, str, str], Destination] = {}
+    result: list[Destination] = []
+    for variable, text in items:
+        try:
+            destination = parse_destination(text)
+        except _DestinationProblem as exc:
+            problems.extend(Problem(variable, each.wrong, each.fix) for each in exc.every)
+            continue
+        place = (destination.bucket, destination.prefix, destination.source_prefix)
+        if place in seen:
+            if seen[place] == destination:
+                problems.append(Problem(variable, f"{destination.url} is listed twice", "list it once"))
+            else:
+                problems.append(Problem(variable, f"{destination.url} is listed twice, with different options",
+                                        "list it once, with the options its copies should have"))
+            continue
+        seen[place] = destination
+        if destination.prefix and not destination.prefix.endswith("/"):
+            options = f"?{destination.policy}" if destination.policy else ""
+            warnings.append(
+                f"{variable}: prefix {destination.prefix!r} has no trailing '/', so it is joined "
+                f"to keys as written ({destination.prefix}KEY); to put objects under "
+                f"{destination.prefix}/, write {destination.url}/{options}"
+            )
+        result.append(destination)
+    return result
+
+
+def _destination_items(env: Mapping[str, str], problems: list,
+                       warnings: list[str]) -> list[tuple[str, str]] | None:
+    """(variable, destination as written) for every destination listed; None when none is."""
     raw = env.get("GCS_DESTINATIONS", "").strip()
     compat = sorted(
         (m.group(1), value.strip()) for name, value in env.items() if (m := _COMPAT_BUCKET.match(name))
@@ -480,47 +786,44 @@ def _destinations(env: Mapping[str, str], problems: list, warnings: list[str]) -
             )
         items = [("GCS_DESTINATIONS", t) for t in _SPLIT.split(raw) if t]
     elif compat:
-        items = []
-        for suffix, value in compat:
-            variable = f"GCS_BUCKET_NAME_{suffix}"
-            if not value:
-                problems.append(Problem(variable, "empty",
-                                        f"set {variable} to a bucket name (e.g. {variable}=my-bucket) "
-                                        "or remove the variable"))
-                continue
-            value = value.strip("\"'") if value[0] in "\"'" and len(value) > 1 else value
-            items.append((variable, value if value.lower().startswith(("gs://", "gs:", "s3://", "http"))
-                          or "=" in value else GS_SCHEME + value))
+        items = _compat_items(compat, problems)
     else:
         problems.append(Problem(
             "GCS_DESTINATIONS", "not set",
             "set GCS_DESTINATIONS to the Cloud Storage bucket (and optional prefix) to copy into, "
             "e.g. GCS_DESTINATIONS=gs://my-bucket/backup/; separate several with commas"))
-        return []
-
+        return None
     if not items:
         problems.append(Problem("GCS_DESTINATIONS", f"{raw!r} holds only separators",
                                 "list at least one destination, e.g. GCS_DESTINATIONS=gs://my-bucket/"))
-    seen: dict[Destination, str] = {}
-    result: list[Destination] = []
+    return items
+
+
+def _compat_items(compat: list[tuple[str, str]], problems: list) -> list[tuple[str, str]]:
+    """The GCS_BUCKET_NAME_<X> variables (by suffix) -> (variable, destination as written)."""
+    items = []
+    for suffix, value in compat:
+        variable = f"GCS_BUCKET_NAME_{suffix}"
+        if not value:
+            problems.append(Problem(variable, "empty",
+                                    f"set {variable} to a bucket name (e.g. {variable}=my-bucket) "
+                                    "or remove the variable"))
+            continue
+        items.append((variable, _compat_destination(value)))
     for variable, text in items:
-        try:
-            destination = parse_destination(text)
-        except _DestinationProblem as exc:
-            problems.append(Problem(variable, exc.wrong, exc.fix))
-            continue
-        if destination in seen:
-            problems.append(Problem(variable, f"{destination.url} is listed twice", "list it once"))
-            continue
-        seen[destination] = variable
-        if destination.prefix and not destination.prefix.endswith("/"):
-            warnings.append(
-                f"{variable}: prefix {destination.prefix!r} has no trailing '/', so it is joined "
-                f"to keys as written ({destination.prefix}KEY); to put objects under "
-                f"{destination.prefix}/, write {destination.url}/"
-            )
-        result.append(destination)
-    return result
+        if _split_options(text)[1] is not None:
+            problems.append(Problem(
+                variable, f"{text!r} has destination options, which only GCS_DESTINATIONS takes",
+                "move the destinations to GCS_DESTINATIONS, with their options: set GCS_DESTINATIONS to "
+                + ",".join(t for _, t in items) + " and remove the GCS_BUCKET_NAME_* variables"))
+    return [(variable, text) for variable, text in items if _split_options(text)[1] is None]
+
+
+def _compat_destination(value: str) -> str:
+    """A GCS_BUCKET_NAME_<X> value (a bucket name, or a destination) as a destination."""
+    value = value.strip("\"'") if value[0] in "\"'" and len(value) > 1 else value
+    written = value.lower().startswith(("gs://", "gs:", "s3://", "http")) or "=" in _split_options(value)[0]
+    return value if written else GS_SCHEME + value
 
 
 def _credentials_path(
@@ -544,14 +847,6 @@ def _credentials_path(
         base = os.getcwd()
         words = f"the current directory ({base})"
     return os.path.normpath(os.path.join(base, path)), path, words
-
-
-def _credential_file_problems(settings: "Settings") -> list[Problem]:
-    try:
-        from .auth import credential_file_problems
-    except ImportError:  # google-auth not importable: the file is checked when credentials load
-        return []
-    return credential_file_problems(settings)
 
 
 def _flag(env: Mapping[str, str], name: str, problems: list) -> bool:
@@ -654,17 +949,45 @@ def _s3_name_suggestion(name: str) -> tuple[str, str | None]:
 def _endpoint_problem(endpoint: str) -> Problem | None:
     if re.match(r"^https?://[^/\s]+", endpoint):
         path = re.sub(r"^https?://[^/]+", "", endpoint).rstrip("/")
+        root = endpoint.rstrip("/")[: -len("/storage/v1")] if path.endswith("/storage/v1") else endpoint
+        if endpoint.startswith("http://") and not is_loopback(_host(endpoint)):
+            return Problem(
+                "GCS_API_ENDPOINT",
+                f"{endpoint!r} is plain http:// to {_host(endpoint) or 'a host'} that is not this machine: the "
+                "Google bearer token sent with every request would travel in clear text",
+                f"use https://: GCS_API_ENDPOINT=https://{root.rstrip('/')[len('http://'):]}; plain http:// is "
+                "accepted only for a local emulator on a loopback host (localhost, 127.0.0.1, [::1])")
         if path.endswith("/storage/v1"):
-            root = endpoint.rstrip("/")[: -len("/storage/v1")]
             return Problem("GCS_API_ENDPOINT", f"{endpoint!r} ends in /storage/v1, which the client adds itself",
                            f"give the API's root: GCS_API_ENDPOINT={root}")
         return None
     bare = endpoint.split("://", 1)[-1].lstrip("/")
-    local = re.match(r"^(localhost|127\.|\[::1\]|0\.0\.0\.0)", bare)
+    local = re.match(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?(/|$)", bare, re.IGNORECASE)
     if not bare:
         fix = "give a root URL, e.g. GCS_API_ENDPOINT=https://storage.googleapis.com"
     elif "://" in endpoint and not endpoint.lower().startswith(("http://", "https://")):
         fix = f"use http:// or https://, e.g. GCS_API_ENDPOINT=https://{bare}"
+    elif bare.startswith("0.0.0.0"):  # where an emulator listens; it is reached on 127.0.0.1
+        fix = f"write the scheme and a loopback host: GCS_API_ENDPOINT=http://127.0.0.1{bare[len('0.0.0.0'):]}"
     else:
         fix = f"write the scheme too: GCS_API_ENDPOINT={'http' if local else 'https'}://{bare}"
     return Problem("GCS_API_ENDPOINT", f"{endpoint!r} is not an http(s) URL", fix)
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if not host:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -515,3 +515,212 @@ def test_minimal_settings_defaults():
     assert settings.gcs_api_endpoint is None
     assert settings.in_lambda is False
     assert settings.warnings == ()
+
+
+# --------------------------------------------------------------------------- destination options
+
+KEY = "projects/my-project/locations/europe-west1/keyRings/backup/cryptoKeys/copies"
+
+
+@pytest.mark.parametrize(
+    "query, fields, policy",
+    [
+        ("storage_class=ARCHIVE", {"storage_class": "ARCHIVE"}, "storage_class=ARCHIVE"),
+        ("storage_class=coldline", {"storage_class": "COLDLINE"}, "storage_class=COLDLINE"),
+        ("storage_class=Nearline", {"storage_class": "NEARLINE"}, "storage_class=NEARLINE"),
+        ("storage_class=standard", {"storage_class": "STANDARD"}, "storage_class=STANDARD"),
+        ("storage_class=source", {"storage_class": "source"}, "storage_class=source"),
+        ("storage_class=SOURCE", {"storage_class": "source"}, "storage_class=source"),
+        (f"kms_key={KEY}", {"kms_key": KEY}, f"kms_key={KEY}"),
+        ("custom_time=source", {"custom_time": True}, "custom_time=source"),
+        ("holds=source", {"holds": True}, "holds=source"),
+        # written in any order: the policy text is always in the same one
+        (f"holds=source&custom_time=source&kms_key={KEY}&storage_class=archive",
+         {"storage_class": "ARCHIVE", "kms_key": KEY, "custom_time": True, "holds": True},
+         f"storage_class=ARCHIVE&kms_key={KEY}&custom_time=source&holds=source"),
+    ],
+)
+def test_destination_options(query, fields, policy):
+    settings = load({"GCS_DESTINATIONS": f"gs://my-bucket/backup/?{query}"})
+    (destination,) = settings.destinations
+    assert destination == Destination("my-bucket", "backup/", **fields)
+    assert destination.policy == policy
+    assert destination.url == "gs://my-bucket/backup/"  # results and PRIMARY_DESTINATION name it so
+    assert destination.object_name("a/b.txt") == "backup/a/b.txt"
+    assert parse_destination(f"{destination.url}?{destination.policy}") == destination
+    assert settings.warnings == ()
+
+
+def test_no_options_keep_the_buckets_defaults():
+    (destination,) = load({"GCS_DESTINATIONS": "gs://my-bucket/backup/"}).destinations
+    assert (destination.storage_class, destination.kms_key, destination.custom_time, destination.holds) == (
+        None, None, False, False)
+    assert destination.policy is None
+
+
+def test_options_per_destination_and_with_a_source_prefix():
+    settings = load({"GCS_DESTINATIONS": "gs://hot-copy/ incoming/=gs://cold-copy/in/?storage_class=ARCHIVE&holds=source,"
+                                         "gs://bucket-c?custom_time=source"})
+    hot, cold, third = settings.destinations
+    assert hot == Destination("hot-copy") and hot.policy is None
+    assert cold == Destination("cold-copy", "in/", "incoming/", storage_class="ARCHIVE", holds=True)
+    assert cold.maps("incoming/x") and not cold.maps("other/x")
+    assert cold.object_name("incoming/a.txt") == "in/a.txt"
+    assert cold.url == "gs://cold-copy/in/"
+    assert third == Destination("bucket-c", custom_time=True) and third.url == "gs://bucket-c/"
+
+
+def test_a_question_mark_in_the_source_prefix_is_not_an_option():
+    (destination,) = load({"GCS_DESTINATIONS": "why?/=gs://my-bucket/p/?holds=source"}).destinations
+    assert (destination.source_prefix, destination.prefix, destination.holds) == ("why?/", "p/", True)
+
+
+def test_options_on_a_prefix_without_slash_keep_them_in_the_warnings_fix():
+    settings = load({"GCS_DESTINATIONS": "gs://my-bucket/backup?storage_class=archive"})
+    (warning,) = settings.warnings
+    assert "write gs://my-bucket/backup/?storage_class=ARCHIVE" in warning
+
+
+@pytest.mark.parametrize(
+    "query, wrong, fix",
+    [
+        ("storge_class=ARCHIVE", "unknown option 'storge_class'", "did you mean storage_class=ARCHIVE?"),
+        ("storageClass=ARCHIVE", "unknown option 'storageClass'", "did you mean storage_class=ARCHIVE?"),
+        ("kmsKeyName=" + KEY, "unknown option 'kmsKeyName'", "did you mean kms_key="),
+        ("legal_hold=source", "unknown option 'legal_hold'", "did you mean holds=source?"),
+        ("color=blue", "unknown option 'color'", "the options are storage_class"),
+        ("storage_class", "has no '='", "storage_class=ARCHIVE"),
+        ("ARCHIVE", "has no '='", "storage_class=ARCHIVE"),
+        ("storage_class:ARCHIVE", "has no '='", "storage_class=ARCHIVE"),
+        ("storage_class=", "empty value", "storage_class=ARCHIVE"),
+        ("kms_key=", "empty value", "kms_key=projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY"),
+        ("", "an empty option", "remove the '?'"),
+        ("holds=source&&custom_time=source", "an empty option", "write ?holds=source&custom_time=source"),
+        ("storage_class=ARCHIVE&storage_class=COLDLINE", "storage_class is given twice", "once"),
+        ("storage_class=GLACIER", "'GLACIER' is S3's", "storage_class=ARCHIVE"),
+        ("storage_class=DEEP_ARCHIVE", "is S3's", "storage_class=ARCHIVE"),
+        ("storage_class=glacier-ir", "is S3's", "storage_class=COLDLINE"),
+        ("storage_class=STANDARD_IA", "is S3's", "storage_class=NEARLINE"),
+        ("storage_class=MULTI_REGIONAL", "legacy", "storage_class=STANDARD"),
+        ("storage_class=REGIONAL", "legacy", "storage_class=STANDARD"),
+        ("storage_class=DURABLE_REDUCED_AVAILABILITY", "legacy", "storage_class=STANDARD"),
+        ("storage_class=COLDLNE", "no storage class 'COLDLNE'", "did you mean storage_class=COLDLINE?"),
+        ("storage_class=CHEAP", "no storage class 'CHEAP'", "STANDARD, NEARLINE, COLDLINE and ARCHIVE"),
+        (f"kms_key={KEY}/cryptoKeyVersions/3", "names a key version", f"drop the version: kms_key={KEY}"),
+        ("kms_key=copies", "a key's name alone", "kms_key=projects/PROJECT/locations/LOCATION/keyRings/RING/"
+                                                 "cryptoKeys/copies"),
+        ("kms_key=keyRings/backup/cryptoKeys/copies", "not a full Cloud KMS key resource name",
+         "kms_key=projects/PROJECT/locations/LOCATION/keyRings/backup/cryptoKeys/copies"),
+        (f"kms_key=//cloudkms.googleapis.com/{KEY}", "not written as a Cloud KMS key resource name",
+         f"write kms_key={KEY}"),
+        (f"kms_key={KEY.replace('keyRings', 'keyrings')}", "not written as", f"write kms_key={KEY}"),
+        ("custom_time=true", "custom_time takes only the value source", "write custom_time=source"),
+        ("holds=yes", "holds takes only the value source", "write holds=source"),
+        ("holds=off", "holds takes only the value source", "remove holds=off to leave it off"),
+    ],
+)
+def test_destination_option_mistakes(query, wrong, fix):
+    entry = f"gs://my-bucket/backup/?{query}"
+    with pytest.raises(ConfigError) as info:
+        load({"GCS_DESTINATIONS": entry})
+    (problem,) = info.value.issues
+    assert problem.variable == "GCS_DESTINATIONS"
+    assert problem.wrong.startswith(f"{entry!r}: ")  # names the destination
+    assert wrong in problem.wrong
+    assert fix in problem.fix
+
+
+def test_every_option_mistake_of_a_destination_is_listed():
+    entry = "gs://my-bucket/?storage_class=GLACIER&holds=true&colour=red"
+    problems = problems_of({"GCS_DESTINATIONS": entry})
+    assert len(problems) == 3, problems
+    assert all(p.startswith(f"GCS_DESTINATIONS: {entry!r}: ") for p in problems)
+
+
+@pytest.mark.parametrize("raw", ["gs://my-bucket/?storage_class=ARCHIVE,holds=source",
+                                 "gs://my-bucket/?storage_class=ARCHIVE &holds=source"])
+def test_options_split_off_by_a_separator(raw):
+    problems = problems_of({"GCS_DESTINATIONS": raw})
+    assert len(problems) == 1
+    assert "is an option on its own, not a destination" in problems[0]
+    assert "without spaces or commas" in problems[0]
+
+
+def test_a_question_mark_in_a_prefix_starts_the_options():
+    problems = problems_of({"GCS_DESTINATIONS": "gs://my-bucket/what?/x"})
+    assert len(problems) == 1 and "a prefix cannot hold one" in problems[0]
+
+
+def test_same_destination_with_different_options_is_listed_twice():
+    problems = problems_of({"GCS_DESTINATIONS": "gs://a-b/p/ gs://a-b/p/?storage_class=ARCHIVE"})
+    assert problems == ["GCS_DESTINATIONS: gs://a-b/p/ is listed twice, with different options. Fix: list it "
+                        "once, with the options its copies should have"]
+
+
+def test_options_on_the_compatibility_form_are_refused():
+    problems = problems_of({"GCS_BUCKET_NAME_A": "bucket-a?storage_class=ARCHIVE", "GCS_BUCKET_NAME_B": "bucket-b"})
+    assert len(problems) == 1
+    assert problems[0].startswith("GCS_BUCKET_NAME_A: 'gs://bucket-a?storage_class=ARCHIVE' has destination options")
+    assert "set GCS_DESTINATIONS to gs://bucket-a?storage_class=ARCHIVE,gs://bucket-b and remove" in problems[0]
+
+
+@pytest.mark.parametrize("primary", [
+    "gs://cold-copy/in/",
+    "gs://cold-copy/in/?storage_class=ARCHIVE",
+    "incoming/=gs://cold-copy/in/?storage_class=ARCHIVE",
+    "incoming/=gs://cold-copy/in/",
+])
+def test_primary_destination_matches_with_or_without_its_options(primary):
+    settings = load({"GCS_DESTINATIONS": "gs://hot-copy incoming/=gs://cold-copy/in/?storage_class=ARCHIVE",
+                     "PRIMARY_DESTINATION": primary})
+    assert settings.primary_destination == "gs://cold-copy/in/"
+    assert settings.primary_destination == settings.destinations[1].url
+
+
+@pytest.mark.parametrize("primary", ["gs://cold-copy/in/?storage_class=COLDLINE",
+                                     "gs://cold-copy/in/?storage_class=GLACIER",
+                                     "gs://hot-copy/?holds=source"])
+def test_primary_destination_with_other_options_is_a_problem(primary):
+    problems = problems_of({"GCS_DESTINATIONS": "gs://hot-copy incoming/=gs://cold-copy/in/?storage_class=ARCHIVE",
+                            "PRIMARY_DESTINATION": primary})
+    (problem,) = problems
+    url = primary.partition("?")[0]
+    assert problem.startswith(f"PRIMARY_DESTINATION: {primary!r}: the options after '?' are not those")
+    assert f"write PRIMARY_DESTINATION={url}:" in problem
+
+
+# --------------------------------------------------------------------------- endpoint: the token's way
+
+
+@pytest.mark.parametrize("value", [
+    "http://127.0.0.1:4443", "http://127.8.9.10:4443/", "http://localhost:4443", "http://LOCALHOST",
+    "http://[::1]:4443", "https://storage.googleapis.com", "https://10.0.0.5:8443",
+])
+def test_gcs_api_endpoint_loopback_or_https_accepted(value):
+    assert load({"GCS_DESTINATIONS": DEST, "GCS_API_ENDPOINT": value}).gcs_api_endpoint == value.rstrip("/")
+
+
+@pytest.mark.parametrize("value, host, fix", [
+    ("http://storage.googleapis.com", "storage.googleapis.com", "GCS_API_ENDPOINT=https://storage.googleapis.com"),
+    ("http://10.0.0.5:4443/", "10.0.0.5", "GCS_API_ENDPOINT=https://10.0.0.5:4443"),
+    ("http://0.0.0.0:4443", "0.0.0.0", "GCS_API_ENDPOINT=https://0.0.0.0:4443"),
+    ("http://localhost.example.com", "localhost.example.com", "https://localhost.example.com"),
+    ("http://private.example/storage/v1", "private.example", "GCS_API_ENDPOINT=https://private.example;"),
+])
+def test_gcs_api_endpoint_plain_http_elsewhere_is_refused(value, host, fix):
+    (problem,) = problems_of({"GCS_DESTINATIONS": DEST, "GCS_API_ENDPOINT": value})
+    assert problem.startswith(f"GCS_API_ENDPOINT: {value!r} is plain http:// to {host} ")
+    assert "bearer token" in problem and "clear text" in problem
+    assert fix in problem
+    assert "loopback host (localhost, 127.0.0.1, [::1])" in problem
+
+
+def test_bare_listen_address_gets_a_loopback_url():
+    (problem,) = problems_of({"GCS_DESTINATIONS": DEST, "GCS_API_ENDPOINT": "0.0.0.0:4443"})
+    assert "GCS_API_ENDPOINT=http://127.0.0.1:4443" in problem
+    assert load({"GCS_DESTINATIONS": DEST, "GCS_API_ENDPOINT": "http://127.0.0.1:4443"})  # the fix is accepted
+
+
+def test_parse_destination_of_nothing_says_what_to_write():
+    with pytest.raises(ValueError, match="does not start with gs://"):
+        parse_destination("")
