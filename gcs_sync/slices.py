@@ -324,8 +324,8 @@ class Slicer:
         try:
             held = self.writer.held(destination, task.name)
             if _holds(held, state):  # composed already (this message is late or a duplicate)
-                return SliceOutcome("done", task, self._after_compose(task, obj, state, destination, held, prefix,
-                                                                      composed=False))
+                return SliceOutcome("done", task, self._after_compose(task, self._pinned(task, obj), state,
+                                                                      destination, held, prefix, composed=False))
             self._store_slice(task, obj, destination)
             return self._finish(task, obj, state, destination, prefix)
         except (SourceChanged, SourceGone) as exc:
@@ -378,6 +378,7 @@ class Slicer:
                                                           "present": len(present), "of": task.count}})
             return SliceOutcome("slice", task)
         slices = [present[i] for i in range(task.count)]
+        obj = self._pinned(task, obj)
         crc32c, proof, problems = prove_slices(task, obj.plan, slices)
         if problems:
             self._failed_proof(task, obj, destination, prefix, problems)
@@ -402,22 +403,26 @@ class Slicer:
         raise ChecksumMismatch(f"{task.url}: the slices failed S3's record again ({'; '.join(problems)}); the plan is "
                                "given up and its temporary objects removed: the next event or a sync copies it")
 
+    def _pinned(self, task: SliceTask, obj: SourceObject) -> SourceObject:
+        """``obj`` with the content headers and user metadata S3 holds for this state (one HEAD), not
+        the task's: what the final object and its copies carry is never the message's to decide."""
+        pinned = self.source.head(task.bucket, task.key, task.version_id)
+        if pinned.etag != task.etag:
+            raise SourceChanged(f"{task.url}: the source is no longer the state the slices were read from")
+        return replace(obj, headers=dict(pinned.headers), user_metadata=dict(pinned.user_metadata))
+
     def _compose_final(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
                        slices: list[TempObject], prefix: str) -> Any:
         """Compose into the final name through the engine's ``apply`` (the ordering rule's plan, the
         412 policy, the proof, the discard of a bad copy); (what it then holds, composed) — (None,
         False) when a newer state is there."""
         sources = compose_levels(self.store, destination, slices, prefix)
-        # Content headers and user metadata as S3 holds them for this state, not as the task says.
-        pinned = self.source.head(task.bucket, task.key, task.version_id)
-        if pinned.etag != task.etag:
-            raise SourceChanged(f"{task.url}: the source is no longer the state the slices were read from")
-        metadata = {**user_metadata(pinned.user_metadata), **state.to_metadata()}
+        metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
         slot = Slot(destination, task.name)
         self.engine.replan(slot, state, self.writer.held(destination, task.name))
         if isinstance(slot.plan, Write):
             fingerprint = Fingerprint(task.size, state.crc32c, None, Plan(state.proof or NONE))
-            self.engine.apply(Compose(self.store, sources, dict(pinned.headers), metadata, fingerprint), [slot], state)
+            self.engine.apply(Compose(self.store, sources, dict(obj.headers), metadata, fingerprint), [slot], state)
         outcome = slot.result.outcome if slot.result else None
         if outcome in (COPIED, REPAIRED):
             return slot.written, True
