@@ -36,6 +36,10 @@ class Destination:
     bucket: str
     prefix: str = ""
     source_prefix: str = ""
+    storage_class: str | None = None
+    kms_key: str | None = None
+    custom_time: bool = False
+    holds: bool = False
 
     @property
     def url(self) -> str:

@@ -75,12 +75,20 @@ def test_healthy_setup_passes_every_check_and_writes_nothing(world):
     names = [c["check"] for c in report["checks"]]
     assert names == [
         "configuration", "credential configuration", "aws identity", "token exchange",
+        "gcs endpoint",  # GCS_API_ENDPOINT is set (the rig's front)
         f"destination gs://{plain}/", f"destination gs://{prefixed}/mirror/",
+        f"retention gs://{plain}", f"retention gs://{prefixed}",
         f"server copy gs://{plain}/ -> gs://{prefixed}/mirror/",  # FANOUT=copy, the default
         f"source bucket s3://{world.source}",
     ]
     checks = by_name(report)
-    assert all(c["ok"] and c["fix"] is None for c in report["checks"])
+    # A passing check carries no fix, except the warning about where the bearer token goes.
+    assert all(c["ok"] and c["fix"] is None for c in report["checks"] if c["check"] != "gcs endpoint")
+    endpoint = checks["gcs endpoint"]
+    assert endpoint["ok"] is True and endpoint["detail"].startswith("warning: ")
+    assert world.rig.front.url in endpoint["detail"] and "access token" in endpoint["detail"]
+    assert "local endpoint" in endpoint["detail"] and "*.googleapis.com" in endpoint["fix"]
+    assert checks[f"retention gs://{plain}"]["detail"].startswith("no bucket retention policy")
     assert f"gs://{prefixed}/mirror/" in checks["configuration"]["detail"]
     assert str(world.tmp_path / "task" / "gcp-credentials.json") in checks["configuration"]["detail"]
     credential = checks["credential configuration"]["detail"]
@@ -95,12 +103,14 @@ def test_healthy_setup_passes_every_check_and_writes_nothing(world):
     assert writes(world) == []
     assert not any(m == "DELETE" for m, _ in world.rig.front.requests)
     assert ("GET", f"/storage/v1/b/{plain}/iam/testPermissions") in world.rig.front.requests
+    assert ("GET", f"/storage/v1/b/{plain}") in world.rig.front.requests  # buckets.get, once per bucket
+    assert world.rig.front.requests.count(("GET", f"/storage/v1/b/{plain}")) == 1
     assert world.rig.gcs.list_objects(plain) == [] and world.rig.gcs.list_objects(prefixed) == []
     assert world.rig.tokens.sts_calls == 1 and world.rig.tokens.iam_calls == 1
 
     table = doctor.format_table(report)
-    assert table.splitlines()[-1] == "all 8 checks passed"
-    assert "FAIL" not in table and "fix:" not in table
+    assert table.splitlines()[-1] == "all 11 checks passed"
+    assert "FAIL" not in table and "fix:" not in table and table.count("hint:") == 1
 
 
 def test_no_source_bucket_configured_is_a_passing_check_with_a_hint(world):
@@ -384,9 +394,10 @@ def test_format_table_of_a_broken_setup_shows_each_failure_and_its_fix(world):
         assert any(line.startswith("FAIL") and check["check"] in line for line in lines), check["check"]
         assert f"fix: {check['fix'].splitlines()[0]}" in table
     total = len(report["checks"])
-    # The server copy between the two destinations waits for both: not run.
-    assert lines[-1] == f"{total - 4} of {total} checks passed; 3 failed, 1 not run (each waits for a failed check it needs)"
-    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 4
+    # The server copy between the two destinations waits for both, and each bucket's retention
+    # check for its destination's: not run.
+    assert lines[-1] == f"{total - 6} of {total} checks passed; 3 failed, 3 not run (each waits for a failed check it needs)"
+    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 6
 
 
 def test_format_table_marks_checks_not_run(world):
