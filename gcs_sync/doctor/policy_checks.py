@@ -81,8 +81,12 @@ def storage_class(ctx: Context, dest: Destination) -> Outcome:
 def cold_note(cold: list[str], facts: BucketFacts) -> str:
     durations = " and ".join(f"{c} {MINIMUM_DAYS[c]} days" for c in cold)
     soft = facts.soft_delete_seconds
-    soft_text = (f"soft delete keeps each replaced copy billed for {soft // _DAY} more days" if soft
-                 else "soft delete is off")
+    if soft is None:  # not in the resource: Cloud Storage's default is 7 days
+        soft_text = "soft delete (7 days unless the bucket says otherwise) keeps each replaced copy billed that long"
+    elif soft:
+        soft_text = f"soft delete keeps each replaced copy billed for {soft / _DAY:g} more days"
+    else:
+        soft_text = "soft delete is off"
     return (f"minimum storage durations: {durations}: a copy replaced or deleted sooner (an S3 key "
             f"overwritten often) is charged as if kept that long (early-deletion charge), reads cost a "
             f"retrieval fee, and {soft_text}")
