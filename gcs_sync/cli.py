@@ -40,6 +40,7 @@ examples:
 
 local servers (for example the demo's, which run while ./demo.sh runs):
   export AWS_ENDPOINT_URL_S3=http://127.0.0.1:PORT        the local S3
+  export AWS_ENDPOINT_URL_STS=http://127.0.0.1:PORT       the local STS (moto: the S3 address), for doctor
   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_SESSION_TOKEN=... AWS_REGION=us-east-1
                                                      the keys the local S3 and token server accept
   export GCS_API_ENDPOINT=http://127.0.0.1:PORT           the local Cloud Storage
@@ -66,8 +67,8 @@ def _doctor_parser(commands) -> None:
     parser = commands.add_parser(
         "doctor", help="check configuration, credentials and every bucket's permissions",
         description="Check the configuration, the credential configuration, the AWS identity, the "
-        "token exchange and each destination's and source's permissions; print each check with a "
-        "fix for every failure. Writes nothing unless --write-probe.",
+        "token exchange, each destination's permissions and bucket settings, and each source's "
+        "permissions; print each check with a fix for every failure. Writes nothing unless --write-probe.",
         epilog="examples:\n  python -m gcs_sync doctor --json\n  python -m gcs_sync doctor --list-checks\n"
                "  python -m gcs_sync doctor 'aws identity'        one check (and the checks it needs)\n"
                "  python -m gcs_sync doctor destination          every check of one kind",
