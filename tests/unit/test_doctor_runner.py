@@ -219,3 +219,22 @@ def test_format_list_names_each_check_what_it_looks_at_and_needs():
     (line,) = [l for l in lines if l.startswith("storage class gs://b2/")]
     assert "Autoclass" in line and line.endswith("(needs destination gs://b2/)")
     assert lines[0].startswith("configuration ") and "needs" not in lines[0]
+
+
+def test_unreachable_google_token_endpoints_get_the_advice_of_where_the_doctor_runs():
+    from google.auth import exceptions as auth_exc
+
+    from gcs_sync.doctor import setup_checks
+    from gcs_sync.errors import CredentialsError
+
+    def outcome(where: str):
+        ctx = Context(environ={}, where=where)
+        ctx.info = {"type": "external_account", "token_url": "http://127.0.0.1:9/v1/token"}
+        error = CredentialsError("token exchange failed")
+        error.__cause__ = auth_exc.TransportError("connection refused")
+        return setup_checks.token_failure(ctx, error)
+
+    terminal, in_lambda = outcome(doctor.TERMINAL), outcome(doctor.LAMBDA)
+    assert terminal.ok is False and "connection refused" in terminal.detail
+    assert "NAT" not in terminal.fix and "http://127.0.0.1:9/v1/token" in terminal.fix
+    assert "NAT gateway" in in_lambda.fix and "sts.googleapis.com" in in_lambda.fix
