@@ -20,6 +20,7 @@ from .runner import Outcome, failed, passed, warning
 CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
 SOURCE = "source"
 MINIMUM_DAYS = {"NEARLINE": 30, "COLDLINE": 90, "ARCHIVE": 365}
+SLICES_MAX_DAYS = 7  # a rule slower than this leaves abandoned slices billed for long
 SLICES_RULE = {"action": {"type": "Delete"}, "condition": {"age": 2, "matchesPrefix": [SLICES_PREFIX]}}
 KMS_KEY = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/keyRings/(?P<ring>[^/]+)"
                      r"/cryptoKeys/(?P<key>[^/]+)$")
@@ -199,14 +200,17 @@ def slice_leftovers(ctx: Context, dest: Destination) -> Outcome:
     if isinstance(facts, Outcome):
         return facts
     rules = [r for r in facts.lifecycle_rules if covers_slices(r)]
-    if rules:
-        age = min(r["condition"]["age"] for r in rules)
+    age = min((r["condition"]["age"] for r in rules), default=None)
+    if age is not None and age <= SLICES_MAX_DAYS:
         return passed(f"a lifecycle rule deletes objects under {SLICES_PREFIX} after {age} day(s)")
     merged = {"rule": [*facts.lifecycle_rules, SLICES_RULE]}
     kept = f", keeping its {len(facts.lifecycle_rules)} rule(s)" if facts.lifecycle_rules else ""
+    fix = (f"add the rule{kept} (a lifecycle file replaces the bucket's rules, so it holds them all):\n"
+           f"echo '{json.dumps(merged)}' > lifecycle.json\n"
+           f"gcloud storage buckets update gs://{dest.bucket} --lifecycle-file=lifecycle.json")
+    if age is not None:
+        return warning(f"the lifecycle rule that deletes objects under {SLICES_PREFIX} waits {age} days: the slices "
+                       "of an abandoned copy stay billed that long (2 days is enough)", fix)
     return failed(
         f"gs://{dest.bucket} has no lifecycle rule deleting objects under {SLICES_PREFIX}: the slices of a copy "
-        "abandoned midway (an invocation that died, a changed source) stay there, billed",
-        f"add the rule{kept} (a lifecycle file replaces the bucket's rules, so it holds them all):\n"
-        f"echo '{json.dumps(merged)}' > lifecycle.json\n"
-        f"gcloud storage buckets update gs://{dest.bucket} --lifecycle-file=lifecycle.json")
+        "abandoned midway (an invocation that died, a changed source) stay there, billed", fix)

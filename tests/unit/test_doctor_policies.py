@@ -178,7 +178,11 @@ def test_without_the_rule_the_fix_merges_it_with_the_buckets_own_rules():
     assert written == {"rule": [own, SLICES]}
     assert lines[2] == "gcloud storage buckets update gs://b --lifecycle-file=lifecycle.json"
     present = policy_checks.slice_leftovers(context(facts(lifecycle_rules=(own, SLICES))), Destination("b"))
-    assert present.ok is True and "after 2 day(s)" in present.detail
+    assert present.ok is True and present.fix is None and "after 2 day(s)" in present.detail
+    slow_rule = {"action": {"type": "Delete"}, "condition": {"age": 400}}
+    slow = policy_checks.slice_leftovers(context(facts(lifecycle_rules=(slow_rule,))), Destination("b"))
+    assert slow.ok is True and slow.detail.startswith("warning: ") and "waits 400 days" in slow.detail
+    assert json.loads(slow.fix.splitlines()[1].split("'")[1]) == {"rule": [slow_rule, SLICES]}
 
 
 # -- a bucket whose settings cannot be read ------------------------------------------------------------
