@@ -1,6 +1,6 @@
 """The command line: the same settings (environment variables) as the function.
 
-    python -m gcs_sync doctor [--write-probe] [--json]
+    python -m gcs_sync doctor [CHECK ...] [--list-checks] [--write-probe] [--json]
     python -m gcs_sync sync s3://BUCKET[/PREFIX] [--dry-run]
     python -m gcs_sync copy s3://BUCKET/KEY [s3://BUCKET/KEY ...]
     python -m gcs_sync check s3://BUCKET[/PREFIX] [--deep] [--json]
@@ -40,6 +40,7 @@ examples:
 
 local servers (for example the demo's, which run while ./demo.sh runs):
   export AWS_ENDPOINT_URL_S3=http://127.0.0.1:PORT        the local S3
+  export AWS_ENDPOINT_URL_STS=http://127.0.0.1:PORT       the local STS (moto: the S3 address), for doctor
   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_SESSION_TOKEN=... AWS_REGION=us-east-1
                                                      the keys the local S3 and token server accept
   export GCS_API_ENDPOINT=http://127.0.0.1:PORT           the local Cloud Storage
@@ -66,10 +67,17 @@ def _doctor_parser(commands) -> None:
     parser = commands.add_parser(
         "doctor", help="check configuration, credentials and every bucket's permissions",
         description="Check the configuration, the credential configuration, the AWS identity, the "
-        "token exchange and each destination's and source's permissions; print each check with a "
-        "fix for every failure. Writes nothing unless --write-probe.",
-        epilog="example: python -m gcs_sync doctor --json", formatter_class=argparse.RawDescriptionHelpFormatter)
+        "token exchange, each destination's permissions and bucket settings, and each source's "
+        "permissions; print each check with a fix for every failure. Writes nothing unless --write-probe.",
+        epilog="examples:\n  python -m gcs_sync doctor --json\n  python -m gcs_sync doctor --list-checks\n"
+               "  python -m gcs_sync doctor 'aws identity'        one check (and the checks it needs)\n"
+               "  python -m gcs_sync doctor destination          every check of one kind",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.example = "python -m gcs_sync doctor"
+    parser.add_argument("checks", nargs="*", metavar="CHECK",
+                        help="run only these checks (a name from --list-checks, or a kind such as destination)")
+    parser.add_argument("--list-checks", action="store_true",
+                        help="list the checks this configuration has, in order, without running them")
     parser.add_argument("--write-probe", action="store_true",
                         help="also write, overwrite and delete a probe object in each destination")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
@@ -146,7 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_doctor(args) -> int:
     from . import doctor as checks
 
-    report = checks.run_checks(code_dir=CODE_DIR, relative_to=os.getcwd(), write_probe=args.write_probe)
+    if args.list_checks:
+        listed = checks.list_checks(code_dir=CODE_DIR, relative_to=os.getcwd())
+        print(json.dumps([{"check": c.name, "about": c.about, "needs": list(c.needs)} for c in listed], indent=2)
+              if args.json else checks.format_list(listed))
+        return 0
+    try:
+        report = checks.run_checks(code_dir=CODE_DIR, relative_to=os.getcwd(), write_probe=args.write_probe,
+                                   where=checks.TERMINAL, only=args.checks)
+    except checks.UnknownCheck as exc:
+        print(f"gcs-sync: doctor: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2) if args.json else checks.format_table(report))
     return 0 if report["ok"] else 1
 

@@ -75,3 +75,29 @@ def gcs_client(settings: Settings, auth: GoogleAuth, pool: int) -> Any:
         project=settings.google_cloud_project, credentials=auth.credentials,
         _http=session, client_options=options,
     )
+
+
+# -- the doctor's clients ----------------------------------------------------------------------
+# Short administrative calls: each attempt connects within 5 s and reads within 15 s.
+ADMIN_CONNECT_TIMEOUT = 5
+ADMIN_READ_TIMEOUT = 15
+
+
+def google_auth(settings: Settings, deadline: Deadline | None = None) -> GoogleAuth:
+    """The Google credentials of the credential configuration (no token asked yet)."""
+    return GoogleAuth.from_settings(settings, deadline)
+
+
+def aws_client(service: str, region: str | None, *, attempts: int = 3) -> Any:
+    """A boto3 client for short administrative calls (STS, S3, SQS: the doctor's).
+
+    Built the ordinary way, so boto3 picks the endpoint itself: ``AWS_ENDPOINT_URL_<SERVICE>``
+    (``AWS_ENDPOINT_URL_STS``, ``_S3``, ``_SQS``), else ``AWS_ENDPOINT_URL``, else the service's
+    regional endpoint; keys come from the environment, as in Lambda.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=ADMIN_CONNECT_TIMEOUT, read_timeout=ADMIN_READ_TIMEOUT,
+                    retries={"mode": "standard", "max_attempts": attempts})
+    return boto3.session.Session().client(service, region_name=region, config=config)

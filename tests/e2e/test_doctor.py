@@ -29,6 +29,11 @@ def configure(world, destinations: str, **extra: str) -> None:
 
 def run(world, **kwargs) -> dict:
     report = doctor.run_checks(code_dir=str(world.tmp_path / "task"), **kwargs)
+    assert_shape(world, report)
+    return report
+
+
+def assert_shape(world, report: dict) -> None:
     assert_no_secrets(world, report)
     assert set(report) == {"ok", "checks"}
     assert report["ok"] == all(c["ok"] for c in report["checks"])
@@ -38,7 +43,6 @@ def run(world, **kwargs) -> dict:
         assert check["fix"] is None or isinstance(check["fix"], str)
         if not check["ok"] and not check["detail"].startswith("not run:"):
             assert check["fix"], f"{check['check']} failed without a fix"
-    return report
 
 
 def assert_no_secrets(world, report: dict) -> None:
@@ -75,12 +79,20 @@ def test_healthy_setup_passes_every_check_and_writes_nothing(world):
     names = [c["check"] for c in report["checks"]]
     assert names == [
         "configuration", "credential configuration", "aws identity", "token exchange",
+        "gcs endpoint",  # GCS_API_ENDPOINT is set (the rig's front)
         f"destination gs://{plain}/", f"destination gs://{prefixed}/mirror/",
+        f"retention gs://{plain}", f"retention gs://{prefixed}",
         f"server copy gs://{plain}/ -> gs://{prefixed}/mirror/",  # FANOUT=copy, the default
         f"source bucket s3://{world.source}",
     ]
     checks = by_name(report)
-    assert all(c["ok"] and c["fix"] is None for c in report["checks"])
+    # A passing check carries no fix, except the warning about where the bearer token goes.
+    assert all(c["ok"] and c["fix"] is None for c in report["checks"] if c["check"] != "gcs endpoint")
+    endpoint = checks["gcs endpoint"]
+    assert endpoint["ok"] is True and endpoint["detail"].startswith("warning: ")
+    assert world.rig.front.url in endpoint["detail"] and "access token" in endpoint["detail"]
+    assert "local endpoint" in endpoint["detail"] and "*.googleapis.com" in endpoint["fix"]
+    assert checks[f"retention gs://{plain}"]["detail"].startswith("no bucket retention policy")
     assert f"gs://{prefixed}/mirror/" in checks["configuration"]["detail"]
     assert str(world.tmp_path / "task" / "gcp-credentials.json") in checks["configuration"]["detail"]
     credential = checks["credential configuration"]["detail"]
@@ -95,12 +107,14 @@ def test_healthy_setup_passes_every_check_and_writes_nothing(world):
     assert writes(world) == []
     assert not any(m == "DELETE" for m, _ in world.rig.front.requests)
     assert ("GET", f"/storage/v1/b/{plain}/iam/testPermissions") in world.rig.front.requests
+    assert ("GET", f"/storage/v1/b/{plain}") in world.rig.front.requests  # buckets.get, once per bucket
+    assert world.rig.front.requests.count(("GET", f"/storage/v1/b/{plain}")) == 1
     assert world.rig.gcs.list_objects(plain) == [] and world.rig.gcs.list_objects(prefixed) == []
     assert world.rig.tokens.sts_calls == 1 and world.rig.tokens.iam_calls == 1
 
     table = doctor.format_table(report)
-    assert table.splitlines()[-1] == "all 8 checks passed"
-    assert "FAIL" not in table and "fix:" not in table
+    assert table.splitlines()[-1] == "all 11 checks passed"
+    assert "FAIL" not in table and "fix:" not in table and table.count("hint:") == 1
 
 
 def test_no_source_bucket_configured_is_a_passing_check_with_a_hint(world):
@@ -384,9 +398,10 @@ def test_format_table_of_a_broken_setup_shows_each_failure_and_its_fix(world):
         assert any(line.startswith("FAIL") and check["check"] in line for line in lines), check["check"]
         assert f"fix: {check['fix'].splitlines()[0]}" in table
     total = len(report["checks"])
-    # The server copy between the two destinations waits for both: not run.
-    assert lines[-1] == f"{total - 4} of {total} checks passed; 3 failed, 1 not run (each waits for a failed check it needs)"
-    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 4
+    # The server copy between the two destinations waits for both, and each bucket's retention
+    # check for its destination's: not run.
+    assert lines[-1] == f"{total - 6} of {total} checks passed; 3 failed, 3 not run (each waits for a failed check it needs)"
+    assert sum(line.startswith("PASS") for line in lines) == len(report["checks"]) - 6
 
 
 def test_format_table_marks_checks_not_run(world):
@@ -433,3 +448,150 @@ def test_fanout_upload_has_no_server_copy_check(world):
     first, second = world.bucket(), world.bucket()
     configure(world, f"gs://{first} gs://{second}", FANOUT="upload")
     assert not [c for c in run(world)["checks"] if c["check"].startswith("server copy")]
+
+
+# -- destination policies, endpoints and slice leftovers ---------------------------------------------
+# The local Cloud Storage answers every bucket as a plain one (no Autoclass, retention, object
+# retention, lifecycle rules or default key): these tests see what the checks make of that, through
+# the real clients; each other setting is tested with given bucket settings in
+# tests/unit/test_doctor_policies.py.
+
+KEY = "projects/keys-p/locations/us-central1/keyRings/ring/cryptoKeys/mirror"
+
+
+def test_destination_options_get_their_checks_against_the_real_buckets(world):
+    from dataclasses import replace
+
+    from gcs_sync.config import Destination
+
+    cold, held = world.bucket(), world.bucket()
+    configure(world, f"gs://{cold} gs://{held}/p/", FANOUT="upload")
+    context = doctor.Context.from_environ(code_dir=str(world.tmp_path / "task"))
+    # GCS_DESTINATIONS' ?options are parsed by config; the destinations they make are these:
+    context.settings = replace(context.settings, destinations=(
+        Destination(cold, storage_class="COLDLINE", kms_key=KEY), Destination(held, "p/", holds=True)))
+
+    report = doctor.report(context)
+    assert_shape(world, report)
+
+    checks = by_name(report)
+    assert [c["check"] for c in report["checks"]][5:] == [
+        f"destination gs://{cold}/", f"destination gs://{held}/p/", f"storage class gs://{cold}/",
+        f"encryption key gs://{cold}/", f"holds gs://{held}/p/", f"retention gs://{cold}", f"retention gs://{held}",
+        "source bucket"]
+    storage_class = checks[f"storage class gs://{cold}/"]
+    assert storage_class["ok"] is True and storage_class["detail"].startswith("warning: copies written as COLDLINE")
+    assert "the bucket's default is STANDARD, Autoclass off" in storage_class["detail"]
+    assert "COLDLINE 90 days" in storage_class["detail"] and "soft delete" in storage_class["detail"]
+    key = checks[f"encryption key gs://{cold}/"]
+    assert key["ok"] is True and "no default key" in key["detail"] and "cannot be checked" in key["detail"]
+    assert "roles/cloudkms.cryptoKeyEncrypterDecrypter" in key["fix"]
+    holds = checks[f"holds gs://{held}/p/"]
+    assert holds["ok"] is False and "object retention" in holds["detail"] and "--enable-per-object-retention" in holds["fix"]
+    assert checks[f"retention gs://{held}"]["ok"] is True
+    assert report["ok"] is False  # the holds check
+    for bucket in (cold, held):  # the bucket's settings, read once for all its checks
+        assert world.rig.front.requests.count(("GET", f"/storage/v1/b/{bucket}")) == 1
+    assert writes(world) == []
+
+    only = doctor.report(context, doctor.select(doctor.checks_for(context), ["storage class"]))
+    assert [c["check"] for c in only["checks"]] == [
+        "configuration", "credential configuration", "token exchange", f"destination gs://{cold}/",
+        f"storage class gs://{cold}/"]
+
+
+def test_with_slicing_on_each_bucket_needs_the_lifecycle_rule_for_leftover_slices(world):
+    first, second = world.bucket(), world.bucket()
+    queue = f"{world.rig.s3.url}/123456789012/doctor-no-such-queue"
+    configure(world, f"gs://{first}/a/ gs://{first}/b/ gs://{second}", SLICE_QUEUE_URL=queue)
+
+    report = run(world)
+
+    leftovers = [c for c in report["checks"] if c["check"].startswith("slice leftovers")]
+    assert [c["check"] for c in leftovers] == [f"slice leftovers gs://{first}", f"slice leftovers gs://{second}"]
+    for check, bucket in zip(leftovers, (first, second)):
+        assert check["ok"] is False and ".gcs-sync-slices/" in check["detail"]
+        assert f"gcloud storage buckets update gs://{bucket} --lifecycle-file=lifecycle.json" in check["fix"]
+        assert '"matchesPrefix": [".gcs-sync-slices/"]' in check["fix"]
+    assert not by_name(report)["slice queue"]["ok"]  # no such queue, told apart
+
+
+def test_an_endpoint_that_is_not_googles_is_a_warning_not_a_failure(world):
+    configure(world, f"gs://{world.bucket()}")
+    check = by_name(run(world, only=["gcs endpoint"]))["gcs endpoint"]
+    assert check["ok"] is True and "is a local endpoint" in check["detail"] and "access token" in check["detail"]
+
+
+def test_the_doctor_event_keeps_its_shape(world):
+    configure(world, f"gs://{world.bucket()}", SOURCE_BUCKETS=world.source)
+    result = world.invoke({"doctor": {}})
+    assert result["ok"] is True
+    assert_shape(world, result)
+
+
+# -- where it runs: a terminal or Lambda ---------------------------------------------------------------
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_aws_sts_gets_the_advice_of_where_the_doctor_runs(world):
+    nowhere = closed_port_url()
+    configure(world, f"gs://{world.bucket()}")
+    world.monkeypatch.setenv("AWS_ENDPOINT_URL_STS", nowhere)
+
+    in_lambda = by_name(world.invoke({"doctor": {}}))["aws identity"]
+    assert in_lambda["ok"] is False and nowhere in in_lambda["detail"]  # the endpoint boto3 used
+    assert "NAT gateway" in in_lambda["fix"]
+
+    done = cli(world, "doctor", "aws identity")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[0].startswith("FAIL  aws identity")
+    assert "NAT" not in done.stdout and "AWS_ENDPOINT_URL_STS" in done.stdout
+    assert done.stdout.splitlines()[-1] == "0 of 1 checks passed; 1 failed"
+
+
+def cli(world, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = dict(os.environ)
+    env["GOOGLE_APPLICATION_CREDENTIALS"] = os.path.join(env["LAMBDA_TASK_ROOT"], "gcp-credentials.json")
+    env.pop("AWS_LAMBDA_FUNCTION_NAME", None)  # a terminal, not Lambda
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "gcs_sync", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_command_line_lists_the_checks_and_runs_one_by_name(world):
+    dest = world.bucket()
+    configure(world, f"gs://{dest}", SOURCE_BUCKETS=world.source)
+
+    listed = cli(world, "doctor", "--list-checks")
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split("  ")[0] for line in listed.stdout.splitlines()]
+    assert names == ["configuration", "credential configuration", "aws identity", "token exchange", "gcs endpoint",
+                     f"destination gs://{dest}/", f"retention gs://{dest}", f"source bucket s3://{world.source}"]
+    assert "(needs configuration, token exchange)" in listed.stdout
+    assert world.rig.tokens.sts_calls == 0 and world.rig.front.requests == []  # listed, not run
+    as_json = json.loads(cli(world, "doctor", "--list-checks", "--json").stdout)
+    assert as_json[5] == {"check": f"destination gs://{dest}/", "about": as_json[5]["about"],
+                          "needs": ["configuration", "token exchange"]}
+
+    one = cli(world, "doctor", "destination", "--json")
+    assert one.returncode == 0, one.stderr
+    assert [c["check"] for c in json.loads(one.stdout)["checks"]] == [
+        "configuration", "credential configuration", "token exchange", f"destination gs://{dest}/"]
+
+    unknown = cli(world, "doctor", "destination gs://elsewhere/")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert "no check named 'destination gs://elsewhere/'" in unknown.stderr and "--list-checks" in unknown.stderr
