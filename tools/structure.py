@@ -31,8 +31,14 @@ class Module:
 
 def load(root: Path) -> dict[str, Module]:
     modules = {}
-    for path in sorted((root / PACKAGE).glob("*.py")):
-        name = path.stem
+    base = root / PACKAGE
+    for path in sorted(base.rglob("*.py")):
+        parts = list(path.relative_to(base).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not parts:
+            continue  # the package's own __init__
+        name = ".".join(parts)
         modules[name] = Module(name, path, ast.parse(path.read_text(encoding="utf-8"), str(path)))
     ours = set().union(*(_defined_names(m.tree) for m in modules.values())) if modules else set()
     for module in modules.values():
@@ -44,27 +50,26 @@ def _read_imports(module: Module, modules: dict[str, Module], ours: set[str]) ->
     """``ours``: every name the package defines; another object's private member counts only when
     it is one of ours (a third-party library's private members are that library's business)."""
     aliases: dict[str, str] = {}  # local name bound to a package module -> that module
+    package = module.name.split(".")[:-1] if module.path.name != "__init__.py" else module.name.split(".")
     for node in ast.walk(module.tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:  # from .other import a, b
-                other = node.module.split(".")[0]
-                if other in modules and other != module.name:
-                    module.imports.add(other)
-                    for alias in node.names:
-                        if alias.name.startswith("_") and not alias.name.startswith("__"):
-                            module.private_uses.append(f"{other}.{alias.name}")
-            else:  # from . import other
-                for alias in node.names:
-                    if alias.name in modules and alias.name != module.name:
-                        module.imports.add(alias.name)
-                        aliases[alias.asname or alias.name] = alias.name
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE + "."):
-            other = node.module.split(".")[1]
-            if other in modules and other != module.name:
-                module.imports.add(other)
-                for alias in node.names:
-                    if alias.name.startswith("_") and not alias.name.startswith("__"):
-                        module.private_uses.append(f"{other}.{alias.name}")
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            anchor = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+            target = ".".join(anchor + (node.module.split(".") if node.module else []))
+        elif node.module and node.module.startswith(PACKAGE + "."):
+            target = node.module[len(PACKAGE) + 1:]
+        else:
+            continue
+        for alias in node.names:
+            child = f"{target}.{alias.name}" if target else alias.name
+            if child in modules:  # from . import other
+                _link(module, child)
+                aliases[alias.asname or alias.name] = child
+            elif target in modules:  # from .other import a, b
+                _link(module, target)
+                if _private(alias.name):
+                    module.private_uses.append(f"{target}.{alias.name}")
     own = _defined_names(module.tree)
     for node in ast.walk(module.tree):
         if not isinstance(node, ast.Attribute) or not _private(node.attr):
@@ -75,6 +80,12 @@ def _read_imports(module: Module, modules: dict[str, Module], ours: set[str]) ->
               and node.attr not in own and node.attr in ours):
             # another object's private member (``self.source._read``), not defined in this module
             module.private_uses.append(f"{ast.unparse(node.value)}.{node.attr}")
+
+
+def _link(module: Module, other: str) -> None:
+    """``module`` imports ``other`` (a package importing its own submodules is not a cycle)."""
+    if other != module.name and not other.startswith(module.name + "."):
+        module.imports.add(other)
 
 
 def _private(name: str) -> bool:
