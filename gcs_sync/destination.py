@@ -69,6 +69,11 @@ class GcsWriter:
     def _retry(self) -> Any:
         return DEFAULT_RETRY.with_timeout(self._deadline.timeout(READ))
 
+    def _write_retry(self) -> Any:
+        """The client's retries for writes, less 429: a throttled name is looked at again before it is
+        written again (``transfer.Copier.apply``), never retried blind."""
+        return self._retry().with_predicate(_retry_unless_throttled)
+
     def held(self, destination: Destination, name: str) -> HeldObject | None:
         blob = self._client.bucket(destination.bucket).blob(name)
         try:
@@ -107,7 +112,7 @@ class GcsWriter:
                     if_generation_match=if_generation_match,
                     checksum=None,  # our digests above are computed once, from the bytes S3 sent
                     timeout=self._timeout(),
-                    retry=self._retry(),
+                    retry=self._write_retry(),
                 )
             except Exception as exc:  # noqa: BLE001
                 if (_session_lost(exc) and attempt < SESSION_ATTEMPTS and not self._deadline.expired()):
@@ -141,7 +146,7 @@ class GcsWriter:
                                            "during a server-side copy; will retry", retryable=True)
                 token, _, _ = blob.rewrite(
                     source_blob, token=token, if_generation_match=if_generation_match,
-                    if_source_generation_match=generation, timeout=self._timeout(), retry=self._retry())
+                    if_source_generation_match=generation, timeout=self._timeout(), retry=self._write_retry())
                 if token is None:
                     return _held(blob)
         except GcsSyncError:
@@ -153,7 +158,7 @@ class GcsWriter:
         """Delete the object only while it is still ``generation``; absent already counts as done."""
         blob = self._client.bucket(destination.bucket).blob(name)
         try:
-            blob.delete(if_generation_match=generation, timeout=self._timeout(), retry=self._retry())
+            blob.delete(if_generation_match=generation, timeout=self._timeout(), retry=self._write_retry())
         except gexc.NotFound:
             return
         except Exception as exc:  # noqa: BLE001
@@ -258,7 +263,7 @@ class SliceStore:
         try:
             blob.compose(parts, if_generation_match=if_generation_match,
                          if_source_generation_match=[source.generation for source in sources],
-                         timeout=self._writer._timeout(), retry=self._writer._retry())
+                         timeout=self._writer._timeout(), retry=self._writer._write_retry())
         except gexc.NotFound as exc:
             if _bucket_missing(exc):
                 raise _bucket_not_found(destination) from exc
@@ -295,6 +300,10 @@ def _held(blob: Any) -> HeldObject:
         crc32c=blob.crc32c,
         md5=blob.md5_hash,
     )
+
+
+def _retry_unless_throttled(exc: Exception) -> bool:
+    return not isinstance(exc, gexc.TooManyRequests) and DEFAULT_RETRY._predicate(exc)
 
 
 def _bucket_missing(exc: gexc.GoogleAPICallError) -> bool:

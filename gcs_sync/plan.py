@@ -15,6 +15,7 @@ S3's answer into ``Write`` / ``Final``, or ``AGAIN`` when the source moved on (r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Union
 
 from .metadata import SourceState
@@ -82,6 +83,23 @@ def resolve(state: SourceState, held: Any, current: SourceState) -> Plan:
     if state.version_id:
         return Final(SUPERSEDED)  # the event named an older version; a newer one is current
     return AGAIN
+
+
+def version_replaced(event_version: str | None, event_time: str | None, read_version: str | None,
+                     read_modified: Any) -> bool:
+    """Whether S3's current version (``read_version``, last modified ``read_modified``) is newer than
+    the version the event named at ``event_time``: the event is then superseded without a write,
+    the newer version's own event copies it. Another version that is not clearly newer (the named
+    one deleted, the same second) is not: the named version is read as before."""
+    if event_version is None or read_version == event_version or read_modified is None or not event_time:
+        return False
+    try:
+        announced = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if announced.tzinfo is None:
+        announced = announced.replace(tzinfo=timezone.utc)
+    return read_modified > announced
 
 
 def fan_out(fanout: str, primary: str | None, slots: list, writes: list,

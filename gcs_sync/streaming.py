@@ -164,12 +164,16 @@ class DestinationStream:
                 return
 
     def _retrying(self, fn: Callable[[], Any], action: str) -> Any:
-        """``fn`` with up to ATTEMPTS tries on transient failures, never sleeping past the deadline.
+        """``fn`` with up to ATTEMPTS tries on transient failures (the final chunk: until the
+        deadline, so a throttled or interrupted finish does not cost the whole object), never
+        sleeping past the deadline.
 
         Before a retry the upload asks the server how far it got and rewinds within the chunk;
         never after a refusal (a 412 or 403 is final, not a lost connection).
         """
-        for attempt in range(1, ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 if self._upload.resumable_url and self._upload.invalid:
                     finished = self._call(self._recover, "resume the upload")
@@ -177,16 +181,19 @@ class DestinationStream:
                         return finished
                 return self._call(fn, action)
             except DestinationError as exc:
-                if not exc.retryable or isinstance(exc, (PreconditionFailed, SessionLost)) or attempt == ATTEMPTS:
+                final = self._transport.final_hash is not None
+                if not exc.retryable or isinstance(exc, (PreconditionFailed, SessionLost)) or (
+                        attempt >= ATTEMPTS and not final):
                     raise
                 if self._upload.resumable_url and not self._upload.invalid and not self._upload.finished:
                     self._upload._make_invalid()  # a transport error leaves the stream mid-chunk
-                delay = random.uniform(0, min(4.0, 0.5 * 2 ** attempt))
+                delay = random.uniform(0, min(4.0, 0.5 * 2 ** min(attempt, 8)))
                 left = self._deadline.remaining()
                 if left is not None and left < delay + MIN_CALL_SECONDS:
                     raise
+                if left is None and attempt >= ATTEMPTS * 4:
+                    raise  # no deadline (a terminal): a bounded number of tries
                 time.sleep(delay)
-        raise AssertionError("unreachable")
 
     def _recover(self) -> Any:
         """Ask how far the server got; its whole answer when the lost request had finished the upload."""

@@ -28,6 +28,7 @@ from .events import ObjectRef
 from .gcs_errors import ObjectHeld, RateLimited, RewriteRefused, SessionLost
 from .held import HeldObject
 from .metadata import SourceState, object_name_problem
+from . import plan as planning
 from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve
 from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
 from .results import (COPIED, CURRENT, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED, DestinationResult,
@@ -165,26 +166,42 @@ class Copier:
             as_new = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
             lookups = {slot: None if as_new and (slot.destination, slot.name) not in self._known
                        else self.pool.submit(self._held, slot) for slot in pending}
-            try:
-                obj, body = self.source.open(ref.bucket, ref.key, ref.version_id)
-            except GcsSyncError as exc:
-                for future in lookups.values():
-                    if future is not None:
-                        future.result()
-                if isinstance(exc, SourceGone):
-                    raise
-                for slot in pending:
-                    slot.fail(str(exc), exc.retryable)
+            # An event for one version of a versioned bucket reads the current state (one GET either
+            # way): when S3 already holds a newer version, that version's own event copies it.
+            latest = attempt == 0 and ref.version_id is not None and ref.event_time is not None
+            opened = self._open(ref, None if latest else ref.version_id, pending, lookups)
+            if opened and latest and opened[0].version_id != ref.version_id:
+                obj, body = opened
+                body.close()
+                if planning.version_replaced(ref.version_id, ref.event_time, obj.version_id, obj.last_modified):
+                    for slot in pending:
+                        slot.finish(SUPERSEDED, detail=f"S3 already holds a newer version ({obj.version_id}); "
+                                                       "its own event copies it")
+                    return _settled(lookups)
+                opened = self._open(ref, ref.version_id, pending, lookups)  # the version named, as before
+            if opened is None:
                 return
             try:
-                pending = self._settle(ref, obj, body, pending, lookups, staging)
+                pending = self._settle(ref, *opened, pending, lookups, staging)
             finally:
-                body.close()  # unread when no destination needed it
+                opened[1].close()  # unread when no destination needed it
             if not pending:
                 return
         for slot in pending:
             slot.fail(f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
                       "the next event or retry copies its latest state", retryable=True)
+
+    def _open(self, ref: ObjectRef, version_id: str | None, pending: list[Slot], lookups: dict) -> Any:
+        """(object, unread body) of the GET, or None when it failed (every slot then has its result)."""
+        try:
+            return self.source.open(ref.bucket, ref.key, version_id)
+        except GcsSyncError as exc:
+            _settled(lookups)
+            if isinstance(exc, SourceGone):
+                raise
+            for slot in pending:
+                slot.fail(str(exc), exc.retryable)
+            return None
 
     def _settle(self, ref: ObjectRef, obj: SourceObject, body: Any, slots: list[Slot], lookups: dict,
                 staging: Staging) -> list[Slot]:
@@ -269,7 +286,7 @@ class Copier:
             for slot in todo:
                 error = slot.error
                 if error is None:
-                    slot.result = self._proven(slot, way.fingerprint)
+                    slot.result = prove(self.writer, slot, way.fingerprint)
                 elif isinstance(error, (PreconditionFailed, RateLimited)):
                     self.replan(slot, state, self._held(slot))
                     if isinstance(slot.plan, Write):
@@ -285,36 +302,13 @@ class Copier:
                     slot.fail(str(error), error.retryable)
             if any(isinstance(s.error, RateLimited) for s in retry + again):
                 throttled += 1
-                if not self._back_off(throttled):
+                if not back_off(self.deadline, throttled):
                     break
             todo = retry
         for slot in todo:
             slot.fail(f"{slot.where}: other writers kept replacing the object ({WRITE_ATTEMPTS} attempts); "
                       "the next event or retry settles it", retryable=True)
         return again
-
-    def _back_off(self, attempt: int) -> bool:
-        """Sleep before writing a name Cloud Storage throttled; False when the deadline leaves no room."""
-        delay = random.uniform(RATE_BACKOFF[0], min(RATE_BACKOFF[1], RATE_BACKOFF[0] * 2 ** attempt))
-        left = self.deadline.remaining()
-        if left is not None and left < delay + 2.0:
-            return False
-        time.sleep(delay)
-        return True
-
-    def _proven(self, slot: Slot, fingerprint: Any) -> DestinationResult:
-        """The one check of a finished copy, whatever wrote it; a copy that fails it is removed."""
-        written = slot.written
-        try:
-            check_copy(slot.where, size=written.size, crc32c=written.crc32c, md5=written.md5, reading=fingerprint)
-        except ChecksumMismatch as exc:
-            gone = written.generation and self.writer.discard(slot.destination, slot.name, written.generation)
-            fate = ("the copy was removed and will be written again" if gone else "the destination still holds "
-                    "this bad copy (it could not be removed); the next event or sync rewrites it")
-            return result(slot.destination, slot.name, FAILED, retryable=True, error=f"{exc}; {fate}",
-                          started=slot.started)
-        return result(slot.destination, slot.name, slot.plan.outcome, nbytes=fingerprint.size, started=slot.started,
-                      proof=fingerprint.plan.proof)
 
     def close(self) -> None:
         self._objects.shutdown(wait=False)
@@ -430,6 +424,31 @@ class Fanout:
         return again
 
 
+def prove(writer: Writer, slot: Slot, fingerprint: Any) -> DestinationResult:
+    """The one check of a finished copy, whatever wrote it; a copy that fails it is removed."""
+    written = slot.written
+    try:
+        check_copy(slot.where, size=written.size, crc32c=written.crc32c, md5=written.md5, reading=fingerprint)
+    except ChecksumMismatch as exc:
+        gone = written.generation and writer.discard(slot.destination, slot.name, written.generation)
+        fate = ("the copy was removed and will be written again" if gone else "the destination still holds "
+                "this bad copy (it could not be removed); the next event or sync rewrites it")
+        return result(slot.destination, slot.name, FAILED, retryable=True, error=f"{exc}; {fate}",
+                      started=slot.started)
+    return result(slot.destination, slot.name, slot.plan.outcome, nbytes=fingerprint.size, started=slot.started,
+                  proof=fingerprint.plan.proof)
+
+
+def back_off(deadline: Deadline, attempt: int) -> bool:
+    """Sleep before writing a name Cloud Storage throttled (429); False when the deadline leaves no room."""
+    delay = random.uniform(RATE_BACKOFF[0], min(RATE_BACKOFF[1], RATE_BACKOFF[0] * 2 ** attempt))
+    left = deadline.remaining()
+    if left is not None and left < delay + 2.0:
+        return False
+    time.sleep(delay)
+    return True
+
+
 def targets_of(settings: Settings, ref: ObjectRef) -> tuple[ObjectReport, list[tuple[Destination, str]]]:
     """The report to fill, and each destination taking this key with its object name."""
     report = ObjectReport(source=ref.url)
@@ -466,6 +485,13 @@ def fingerprint_of(held: HeldObject) -> Fingerprint:
     """What a verified copy in Cloud Storage holds: what copies made from it must hold."""
     proof = held.source.proof if held.source else None
     return Fingerprint(held.size, held.crc32c, held.md5, Plan(proof or NONE))
+
+
+def _settled(lookups: dict) -> None:
+    """Wait for the destination lookups in flight (their answers are not needed)."""
+    for future in lookups.values():
+        if future is not None:
+            future.result()
 
 
 def _event_matches(ref: ObjectRef, obj: SourceObject) -> bool:
