@@ -66,6 +66,7 @@ class DestinationResult:
     retryable: bool = False
     detail: str | None = None
     proof: str | None = None  # the S3 record the copy was proven against (proof.PROOFS)
+    finished: float = 0.0  # time.time() when the result was made (a copy: when it was proven)
 
     def as_dict(self) -> dict:
         data = {"destination": self.destination, "object": self.object, "outcome": self.outcome}
@@ -658,6 +659,7 @@ class Copier:
             retryable=retryable,
             detail=detail,
             proof=proof,
+            finished=time.time(),
         )
 
     def close(self) -> None:
