@@ -65,6 +65,7 @@ def run(queue_url: str, sqs: Any, process: Callable[[dict], Any], *, dry_run: bo
     ``process`` (the handler), deleting each message whose record was done."""
     summary = Summary(queue=queue_url, dry_run=dry_run)
     kept: list[str] = []  # receipt handles of messages left in the queue
+    pending: dict[str, str] = {}  # received and not yet handled (released too, should the run stop)
     seen: set[str] = set()
     try:
         while limit is None or summary.read < limit:
@@ -74,16 +75,20 @@ def run(queue_url: str, sqs: Any, process: Callable[[dict], Any], *, dry_run: bo
             messages = answer.get("Messages") or []
             if not messages:
                 break
+            pending = {m["ReceiptHandle"]: m["MessageId"] for m in messages}
             for message in messages:
                 if message["MessageId"] in seen:  # delivered twice: already handled in this run
+                    del pending[message["ReceiptHandle"]]
                     kept.append(message["ReceiptHandle"])
                     continue
                 seen.add(message["MessageId"])
                 summary.read += 1
-                if _one(message, queue_url, sqs, process, dry_run, summary, say):
+                stays = _one(message, queue_url, sqs, process, dry_run, summary, say)
+                del pending[message["ReceiptHandle"]]
+                if stays:
                     kept.append(message["ReceiptHandle"])
     finally:
-        _release(sqs, queue_url, kept)
+        _release(sqs, queue_url, kept + list(pending))
     return summary
 
 
