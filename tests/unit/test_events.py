@@ -618,7 +618,7 @@ def _check_parse(value):
             assert (task.ref is None) != (task.problem is None)
             assert task.ref is None or (isinstance(task.ref.key, str) and isinstance(task.ref.bucket, str))
         return
-    if isinstance(result, (events.SyncRequest, events.DoctorRequest)):
+    if isinstance(result, (events.SyncRequest, events.CheckRequest, events.DoctorRequest)):
         return
     for part in ([result] if isinstance(result, Notifications) else list(result.messages)):
         assert all(isinstance(r, ObjectRef) for r in part.refs)
