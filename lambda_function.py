@@ -4,6 +4,8 @@ Logging follows Lambda's own controls (log format, application log level; ``LOG_
 overrides the level) from the moment the container starts, so even a configuration error is
 one JSON line. Settings, credentials and clients are built once per container, on the first
 invocation, and shared by every warm invocation after it; the work itself lives in ``gcs_sync``.
+An error raised to Lambda is the handler's own, of the same type, with its text (and the errors
+chained to it) redacted as log lines are.
 """
 
 import os
@@ -19,4 +21,10 @@ _container = Container(code_dir=os.path.dirname(os.path.abspath(__file__)))
 def lambda_handler(event, context):
     # Set before anything is logged, for every thread of this invocation.
     logs.set_request_id(getattr(context, "aws_request_id", None))
-    return _container.handle(event, context)
+    try:
+        return _container.handle(event, context)
+    except Exception as exc:  # noqa: BLE001 - re-raised below, scrubbed
+        error = logs.scrubbed(exc)
+    # Raised outside the except block, so the original (unscrubbed) error is not chained to it:
+    # Lambda reports and logs this one, whose text passed the log lines' redaction.
+    raise error

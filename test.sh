@@ -7,7 +7,8 @@
 # The whole suite runs as two pytest processes side by side, each with its own local servers: the
 # end-to-end tests, and the rest (unit, rig, deployment and zip tests, whose builds keep a CPU busy)
 # with the fault-injection tests (which mostly wait out stalls and backoffs). The second one's
-# output follows the first's.
+# output follows the first's, and the last line is the whole run's count, summed from both
+# processes' JUnit XML results: "N passed, M failed, K skipped".
 set -euo pipefail
 cd "$(dirname "$0")"
 tools/ensure-venv.sh
@@ -31,13 +32,14 @@ if [ "$#" -gt 0 ]; then
   exit $?
 fi
 
-others_log=$(mktemp "${TMPDIR:-/tmp}/gcs-sync-tests.XXXXXX")
-trap 'rm -f "$others_log"' EXIT
+results=$(mktemp -d "${TMPDIR:-/tmp}/gcs-sync-tests.XXXXXX")
+others_log="$results/others.log"
+trap 'rm -rf "$results"' EXIT
 set +e
 OTHERS=(tests/unit tests/rig tests/deploy tests/lambda_zip tests/e2e/test_faults.py)
-.venv/bin/python -m pytest "${OTHERS[@]}" >"$others_log" 2>&1 &
+.venv/bin/python -m pytest "${OTHERS[@]}" --junitxml="$results/others.xml" >"$others_log" 2>&1 &
 others=$!
-.venv/bin/python -m pytest tests/e2e --ignore=tests/e2e/test_faults.py
+.venv/bin/python -m pytest tests/e2e --ignore=tests/e2e/test_faults.py --junitxml="$results/e2e.xml"
 e2e_status=$?
 wait "$others"
 others_status=$?
@@ -51,4 +53,7 @@ check "${OTHERS[*]}" "$others_status" || failed=1
 if [ "$failed" -ne 0 ]; then
   echo "test.sh: FAILED (end-to-end: exit $e2e_status; ${OTHERS[*]}: exit $others_status)" >&2
 fi
+echo
+echo "==================== whole run: end-to-end and ${OTHERS[*]} ===================="
+.venv/bin/python -m tests.junit_totals "$results/e2e.xml" "$results/others.xml" || failed=1
 exit "$failed"

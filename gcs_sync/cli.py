@@ -4,6 +4,7 @@
     python -m gcs_sync sync s3://BUCKET[/PREFIX] [--dry-run]
     python -m gcs_sync copy s3://BUCKET/KEY [s3://BUCKET/KEY ...]
     python -m gcs_sync check s3://BUCKET[/PREFIX] [--deep] [--json]
+    python -m gcs_sync redrive FAILURE_QUEUE_URL [--dry-run] [--limit N]
 
 One subparser per command (``_COMMANDS``): a new command adds its parser and its runner there.
 On a terminal a relative GOOGLE_APPLICATION_CREDENTIALS means the current directory (in Lambda
@@ -37,6 +38,7 @@ examples:
   python -m gcs_sync sync s3://my-bucket/reports/ --dry-run
   python -m gcs_sync copy s3://my-bucket/reports/2026/summary.csv
   python -m gcs_sync check s3://my-bucket/reports/      audit: what each destination lacks or holds wrong
+  python -m gcs_sync redrive https://sqs.us-east-1.amazonaws.com/123456789012/gcs-sync-failures --dry-run
 
 local servers (for example the demo's, which run while ./demo.sh runs):
   export AWS_ENDPOINT_URL_S3=http://127.0.0.1:PORT        the local S3
@@ -131,15 +133,47 @@ def _check_parser(commands) -> None:
     parser.set_defaults(run=_run_check)
 
 
+def _redrive_parser(commands) -> None:
+    parser = commands.add_parser(
+        "redrive", help="process the failure queue's records again, once their cause is fixed",
+        description="Read the function's failure queue (its on-failure destination) and process each "
+        "failure record's original event again, as the function would; delete each message once nothing in "
+        "it failed. A message whose copy fails again, or that holds no failure record, stays in the queue. "
+        "Ends with a summary: messages read, redriven, failed (kept), not failure records (kept).",
+        epilog="examples:\n"
+               "  python -m gcs_sync redrive https://sqs.us-east-1.amazonaws.com/123456789012/gcs-sync-failures "
+               "--dry-run\n"
+               "  python -m gcs_sync redrive https://sqs.us-east-1.amazonaws.com/123456789012/gcs-sync-failures "
+               "--limit 10\n"
+               "the queue's URL: aws sqs get-queue-url --queue-name NAME",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.example = "python -m gcs_sync redrive https://sqs.us-east-1.amazonaws.com/123456789012/gcs-sync-failures"
+    parser.add_argument("queue", metavar="FAILURE_QUEUE_URL", help="the SQS queue URL of the on-failure destination")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list what each message would redrive; copy nothing, delete nothing")
+    parser.add_argument("--limit", type=_positive, metavar="N", help="read at most N messages (default: all)")
+    parser.set_defaults(run=_run_redrive)
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of messages")
+    return number
+
+
 # Each command: (its parser, added under the subcommands). Add new commands here.
-_COMMANDS: tuple[Callable, ...] = (_doctor_parser, _sync_parser, _copy_parser, _check_parser)
+_COMMANDS: tuple[Callable, ...] = (_doctor_parser, _sync_parser, _copy_parser, _check_parser, _redrive_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.example = "python -m gcs_sync doctor"
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,sync,copy,check}",
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,sync,copy,check,redrive}",
                                      parser_class=_Parser)
     for add in _COMMANDS:
         add(commands)
@@ -191,6 +225,30 @@ def _run_check(args) -> int:
     except _UsageError as exc:
         return _usage(exc)
     return _with_runtime(lambda runtime: _check(runtime, bucket, prefix, args.deep, args.json))
+
+
+def _run_redrive(args) -> int:
+    queue = args.queue
+    if queue.startswith("arn:aws:sqs:"):
+        name = queue.rsplit(":", 1)[-1]
+        return _usage(_UsageError(
+            f"redrive: {queue!r} is the queue's ARN; redrive needs its URL. Fix: "
+            f"aws sqs get-queue-url --queue-name {name} (or https://sqs.REGION.amazonaws.com/ACCOUNT/{name})"))
+    if not queue.lower().startswith(("https://", "http://")):
+        return _usage(_UsageError(
+            f"redrive: {queue!r} is not an SQS queue URL. Fix: name the failure queue by its URL, "
+            "https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (aws sqs get-queue-url --queue-name NAME)"))
+    return _with_runtime(lambda runtime: _redrive(runtime, queue, args.dry_run, args.limit))
+
+
+def _redrive(runtime, queue: str, dry_run: bool, limit: int | None) -> int:
+    from . import redrive
+    from .handler import handle
+
+    summary = redrive.run(queue, redrive.sqs_client(queue), lambda record: handle(record, None, runtime),
+                          dry_run=dry_run, limit=limit, say=lambda line: print(line, flush=True))
+    print(json.dumps(summary.as_dict()))
+    return 1 if summary.failed else 0
 
 
 def _check(runtime, bucket: str, prefix: str, deep: bool, as_json: bool) -> int:

@@ -2,15 +2,22 @@
 
 SDK exceptions are translated into these at the edges (``source.py``, ``destination.py``,
 ``auth.py``) with ``raise ... from exc``; everything in between speaks only these types.
+Their text passes the redaction the log lines get (``logs.redact``): an SDK's message quoted in
+one never shows a credential, wherever it is printed.
 """
 
 from __future__ import annotations
+
+from .logs import redact
 
 
 class GcsSyncError(Exception):
     """Base class. ``retryable`` tells whether the same call may succeed later."""
 
     retryable: bool = False
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class Problem:
@@ -68,7 +75,9 @@ class CredentialsError(GcsSyncError):
     or the token exchange failed. ``fix`` says what to change, when there is one thing to change."""
 
     def __init__(self, message: str, *, retryable: bool = False, fix: str | None = None):
-        message = message.rstrip()
+        # google-auth's own text (a token endpoint's answer, the request it sent) is quoted here.
+        message = redact(message).rstrip()
+        fix = redact(fix) if fix else fix
         super().__init__(f"{message.rstrip('.')}. Fix: {fix}" if fix else message)
         self.retryable = retryable
         self.fix = fix

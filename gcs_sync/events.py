@@ -21,8 +21,13 @@ ACCEPTED_SHAPES = (
     "an S3 Batch Operations invocation (schema 1.0 or 2.0), "
     "a manual sync {'sync': {'bucket': NAME, 'prefix': PREFIX}}, "
     "an audit {'check': {'bucket': NAME, 'prefix': PREFIX}}, "
-    "or a health check {'doctor': {}}"
+    "a health check {'doctor': {}}, "
+    "or a record of the function's on-failure destination ({'version': '1.0', 'requestContext': {...}, "
+    "'requestPayload': ORIGINAL_EVENT, ...}: the original event is processed again)"
 )
+# A failure record whose original event is itself a failure record (a redrive that failed
+# asynchronously): followed this many levels deep, no further.
+MAX_REDRIVE_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -194,16 +199,23 @@ class DoctorRequest:
 Invocation = Union[Notifications, SqsBatch, BatchOperations, SyncRequest, CheckRequest, DoctorRequest]
 
 
-def parse(event: Any) -> Invocation:
-    """Classify and parse an invocation event; raise EventError for any other shape."""
+def parse(event: Any, *, depth: int = 0) -> Invocation:
+    """Classify and parse an invocation event; raise EventError for any other shape.
+
+    A record of the function's on-failure destination is unwrapped: its original event
+    (``requestPayload``) is parsed as if it had arrived itself (a redrive). ``depth`` counts the
+    failure records already unwrapped around ``event``.
+    """
     if isinstance(event, dict):
+        if is_failure_record(event):
+            return _redrive(event, depth)
         records = event.get("Records")
         if isinstance(records, list) and records:
             sources = {_source_of(r) for r in records if isinstance(r, dict)} - {None}
             if sources == {"aws:sqs"}:
-                return SqsBatch(tuple(_sqs_message(r, i) for i, r in enumerate(records)))
+                return SqsBatch(tuple(_sqs_message(r, i, depth) for i, r in enumerate(records)))
             if sources and sources <= {"aws:s3", "aws:sns"}:
-                return _notification_records(records)
+                return _notification_records(records, depth)
         if event.get("source") == "aws.s3" and "detail-type" in event:
             return _eventbridge(event)
         if "invocationSchemaVersion" in event and "tasks" in event:
@@ -235,16 +247,68 @@ def _unicode(text: str, what: str) -> str:
     return text
 
 
-def _notification_records(records: list) -> Notifications:
+def is_failure_record(payload: Any) -> bool:
+    """Whether ``payload`` is a record Lambda writes to an asynchronous invocation's destination
+    (``{"version": "1.0", "requestContext": {...}, "requestPayload": ORIGINAL_EVENT, ...}``)."""
+    return (isinstance(payload, dict) and "requestPayload" in payload
+            and isinstance(payload.get("requestContext"), dict))
+
+
+def failure_record(body: Any) -> dict | None:
+    """The failure record an SQS message body holds (directly, or as the message of an SNS
+    notification), or None when it holds none."""
+    payload = _json(body) if isinstance(body, str) else body
+    if isinstance(payload, dict) and payload.get("Type") == "Notification" and isinstance(payload.get("Message"), str):
+        payload = _json(payload["Message"])
+    return payload if is_failure_record(payload) else None
+
+
+def describe_failure_record(record: dict) -> str:
+    """One line naming a failure record: its request id, condition and number of attempts."""
+    context = record.get("requestContext") if isinstance(record.get("requestContext"), dict) else {}
+    parts = [f"request {context.get('requestId')}" if context.get("requestId") else "request (no id)"]
+    if context.get("condition"):
+        parts.append(str(context["condition"]))
+    if context.get("approximateInvokeCount"):
+        parts.append(f"{context['approximateInvokeCount']} attempt(s)")
+    if record.get("timestamp"):
+        parts.append(f"at {record['timestamp']}")
+    return printable(", ".join(str(p)[:200] for p in parts))
+
+
+def _redrive(record: dict, depth: int) -> Invocation:
+    """The original event of a failure record, parsed as if it had arrived itself."""
+    if depth >= MAX_REDRIVE_DEPTH:
+        raise EventError(
+            f"failure record ({describe_failure_record(record)}): nested more than {MAX_REDRIVE_DEPTH} failure "
+            "records deep; redrive the innermost requestPayload instead")
+    payload = record["requestPayload"]
+    if isinstance(payload, str):  # an original event Lambda could not keep as JSON
+        payload = _json(payload) or payload
+    try:
+        return parse(payload, depth=depth + 1)
+    except EventError as exc:
+        raise EventError(f"failure record ({describe_failure_record(record)}): its requestPayload, the original "
+                         f"event, is not one gcs-sync accepts: {exc}") from None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _notification_records(records: list, depth: int = 0) -> Notifications:
     refs: list[ObjectRef] = []
     ignored: list[str] = []
     problems: list[str] = []
     for index, record in enumerate(records):
-        _one_record(record, f"Records[{index}]", refs, ignored, problems)
+        _one_record(record, f"Records[{index}]", refs, ignored, problems, depth)
     return Notifications(tuple(refs), tuple(ignored), tuple(problems))
 
 
-def _one_record(record: Any, where: str, refs: list, ignored: list, problems: list) -> None:
+def _one_record(record: Any, where: str, refs: list, ignored: list, problems: list, depth: int = 0) -> None:
     if not isinstance(record, dict):
         problems.append(f"{where}: not an object")
         return
@@ -252,7 +316,7 @@ def _one_record(record: Any, where: str, refs: list, ignored: list, problems: li
     if source == "aws:sns":
         sns = record.get("Sns")
         message = sns.get("Message") if isinstance(sns, dict) else None
-        _embedded_notification(message, f"{where}.Sns.Message", refs, ignored, problems)
+        _embedded_notification(message, f"{where}.Sns.Message", refs, ignored, problems, depth)
         return
     if source != "aws:s3":
         problems.append(f"{where}: eventSource {source!r} is not aws:s3")
@@ -289,14 +353,19 @@ def _one_record(record: Any, where: str, refs: list, ignored: list, problems: li
         problems.append(f"{where}: malformed {name} record ({_reason(exc)})")
 
 
-def _embedded_notification(message: Any, where: str, refs: list, ignored: list, problems: list) -> None:
-    """A JSON string holding an S3 notification (the body of an SNS or SQS message)."""
+def _embedded_notification(message: Any, where: str, refs: list, ignored: list, problems: list,
+                           depth: int = 0) -> None:
+    """A JSON string holding an S3 notification (the body of an SNS or SQS message), or a failure
+    record whose original event holds one."""
     try:
         payload = json.loads(message) if isinstance(message, str) else None
     except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict) and payload.get("Type") == "Notification" and "Message" in payload:
-        _embedded_notification(payload.get("Message"), f"{where}.Message", refs, ignored, problems)
+        _embedded_notification(payload.get("Message"), f"{where}.Message", refs, ignored, problems, depth)
+        return
+    if is_failure_record(payload):
+        _embedded_failure_record(payload, where, refs, ignored, problems, depth)
         return
     if isinstance(payload, dict) and _is_s3_test_event(payload):
         ignored.append(f"{where}: s3:TestEvent")
@@ -312,10 +381,40 @@ def _embedded_notification(message: Any, where: str, refs: list, ignored: list, 
         problems.append(f"{where}: holds no S3 event notification")
         return
     for index, record in enumerate(records):
-        _one_record(record, f"{where}.Records[{index}]", refs, ignored, problems)
+        _one_record(record, f"{where}.Records[{index}]", refs, ignored, problems, depth)
 
 
-def _sqs_message(record: Any, index: int) -> SqsMessage:
+def _embedded_failure_record(record: dict, where: str, refs: list, ignored: list, problems: list,
+                             depth: int) -> None:
+    """A failure record inside a message: the S3 notifications of its original event. A message
+    carries objects only, so an original event of another kind (a sync, a Batch Operations job)
+    is a problem saying how to redrive it."""
+    try:
+        inner = _redrive(record, depth)
+    except EventError as exc:
+        problems.append(f"{where}: {exc}")
+        return
+    if isinstance(inner, SqsBatch):
+        messages = inner.messages
+        inner = Notifications(
+            refs=tuple(r for m in messages for r in m.refs), ignored=tuple(i for m in messages for i in m.ignored),
+            problems=tuple(p for m in messages for p in m.problems) + tuple(
+                f"SQS message {m.message_id}: a slice task is not redriven; the object's next event or "
+                "a sync copies it" for m in messages if m.slice is not None))
+    if isinstance(inner, Notifications):
+        refs.extend(inner.refs)
+        ignored.extend(f"{where} (redriven): {line}" for line in inner.ignored)
+        problems.extend(f"{where} (redriven): {line}" for line in inner.problems)
+        return
+    kind = {SyncRequest: "manual sync", CheckRequest: "audit", DoctorRequest: "health check",
+            BatchOperations: "S3 Batch Operations invocation"}.get(type(inner), type(inner).__name__)
+    problems.append(
+        f"{where}: a failure record ({describe_failure_record(record)}) of a {kind}; a queue message redrives "
+        "S3 notifications only. Fix: paste the record into the Lambda console as a test event, or run "
+        "`python -m gcs_sync redrive FAILURE_QUEUE_URL`")
+
+
+def _sqs_message(record: Any, index: int, depth: int = 0) -> SqsMessage:
     message_id = record.get("messageId") if isinstance(record, dict) else None
     if not isinstance(message_id, str) or not message_id:
         message_id = f"Records[{index}]"
@@ -333,7 +432,7 @@ def _sqs_message(record: Any, index: int) -> SqsMessage:
         return SqsMessage(message_id, slice=task,
                           receive_count=int(count) if isinstance(count, str) and count.isdigit() else None,
                           queue_arn=arn if isinstance(arn, str) else None)
-    _embedded_notification(body, f"SQS message {message_id}", refs, ignored, problems)
+    _embedded_notification(body, f"SQS message {message_id}", refs, ignored, problems, depth)
     return SqsMessage(message_id, tuple(refs), tuple(ignored), tuple(problems))
 
 

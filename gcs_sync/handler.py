@@ -81,7 +81,7 @@ def _notifications(invocation: Notifications, runtime: Runtime) -> dict:
     for line in invocation.ignored:
         log.info("record ignored", extra={"fields": {"reason": line}})
     reports = process(invocation.refs, runtime)
-    metrics.emit(reports, function_name=runtime.settings.function_name, shape="notification")
+    metrics.emit(reports, function_name=runtime.settings.function_name, shape="notification", refs=invocation.refs)
     summary = summarize(reports, ignored=invocation.ignored, problems=invocation.problems)
     _raise_for_failures(reports, summary, [f"event: {p}" for p in invocation.problems])
     return summary
@@ -89,8 +89,9 @@ def _notifications(invocation: Notifications, runtime: Runtime) -> dict:
 
 def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
     failed_ids = _slices(batch, runtime)
-    all_reports = process([ref for message in batch.messages for ref in message.refs], runtime)
-    metrics.emit(all_reports, function_name=runtime.settings.function_name, shape="sqs")
+    refs = [ref for message in batch.messages for ref in message.refs]
+    all_reports = process(refs, runtime)
+    metrics.emit(all_reports, function_name=runtime.settings.function_name, shape="sqs", refs=refs)
     reports = iter(all_reports)
     for message in batch.messages:
         if message.slice is not None:
@@ -164,7 +165,8 @@ def _batch_operations(batch: BatchOperations, runtime: Runtime) -> dict:
     refs = [task.ref for task in batch.tasks if task.ref is not None]
     try:
         task_reports = process(refs, runtime)
-        metrics.emit(task_reports, function_name=runtime.settings.function_name, shape="batch_operations")
+        metrics.emit(task_reports, function_name=runtime.settings.function_name, shape="batch_operations",
+                     refs=refs)
         reports, shared_failure = iter(task_reports), None
     except GcsSyncError as exc:  # e.g. no Google token: every task fails alike
         reports, shared_failure = iter(()), exc

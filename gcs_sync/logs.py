@@ -14,33 +14,47 @@ included) must see it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import sys
+import traceback
 from datetime import datetime, timezone
+from urllib.parse import quote, quote_plus
 
 _request_id: str | None = None  # the invocation in progress; read by every thread
 _lambda_log_format: str | None = None  # AWS_LAMBDA_LOG_FORMAT, as given to configure()
 _lambda_log_level: str | None = None  # AWS_LAMBDA_LOG_LEVEL (Lambda's names), as given to configure()
 # Python level names -> the names Lambda's JSON format and log-level filter use.
 LAMBDA_LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_NAMES = r"(?:access_token|subject_token|id_token|refresh_token|private_key|x-amz-security-token)"
+# The same separators URL-encoded, once or more (%22 / %2522 quote, %3A colon, %3D equals, %20 or +
+# space, %5C backslash): a field name and its value inside URL-encoded JSON, or a form value holding it.
+_PCT = r"%(?:25)*"
+_QUOTED = rf"(?:{_PCT}(?:22|27|5[cC]))"
+_ASSIGNED = rf"(?:{_PCT}3[aAdD])"
+_SPACED = rf"(?:{_PCT}20|\+)"
 _PATTERNS = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"ya29\.[\w.\-]+"),  # Google access tokens
-    re.compile(r"(?i)(bearer\s+)[\w.\-~+/=]+"),
-    re.compile(r"(?i)((?:x-amz-)?signature[\"'=:\s]+)[0-9a-f]{16,}"),
-    re.compile(r"(?i)((?:access_token|subject_token|id_token|refresh_token|private_key|x-amz-security-token)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"),
+    re.compile(rf"(?i)(bearer(?:\s|{_SPACED})+)[\w.\-~+/=%]+"),
+    re.compile(rf"(?i)((?:x-amz-)?signature(?:[\"'=:\s\\+]|{_QUOTED}|{_ASSIGNED}|{_SPACED})+)[0-9a-f]{{16,}}"),
+    re.compile(rf"(?i)({_NAMES}[\"'\\]*\s*[:=]\s*[\"'\\]*)[^\"'&\s,}}\\]+"),
+    re.compile(rf"(?i)({_NAMES}{_QUOTED}*{_SPACED}*{_ASSIGNED}{_SPACED}*{_QUOTED}*)"
+               rf"(?:(?!{_PCT}(?:2[26cC]|27|5[cC]))[^\"'&\s,}}\\])+"),
 )
-# Every pattern above needs one of these words: text without any skips the five substitutions.
+# Every pattern above needs one of these words: text without any skips the substitutions.
 _SUSPECT = ("private", "ya29.", "bearer", "signature", "token")
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
-    """Remove tokens, signatures, keys and the process's own AWS secrets from ``text``."""
-    for secret in _own_secrets() if secrets is None else secrets:
+    """Remove tokens, signatures, keys and the process's own AWS secrets from ``text``; each
+    known secret also in its URL-encoded (as Google's subject token carries the session token)
+    and JSON-escaped forms."""
+    for secret in secret_forms(_own_secrets() if secrets is None else secrets):
         if secret in text:
             text = text.replace(secret, "[redacted]")
     lowered = text.lower()
@@ -53,6 +67,56 @@ def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
 
 def _own_secrets() -> tuple[str, ...]:
     return tuple(v for v in map(os.environ.get, _SECRET_VARIABLES) if v and len(v) >= 8)
+
+
+@functools.lru_cache(maxsize=32)
+def secret_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form the secrets may take in text, longest first: as they are, URL-encoded
+    (``quote``, with and without ``/`` kept, ``quote_plus``, and encoded twice as a form field
+    holding an encoded value), and JSON-escaped (ASCII-only or not, ``/`` escaped or not)."""
+    forms: set[str] = set()
+    for secret in secrets:
+        for form in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/"),
+                     quote_plus(quote(secret, safe="")), quote(quote(secret, safe=""), safe=""),
+                     json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+                     json.dumps(secret)[1:-1].replace("/", "\\/")):  # JSON writers that escape "/"
+            forms.add(form)
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def scrubbed(exc: BaseException, _depth: int = 0) -> BaseException:
+    """``exc`` as it may leave the process: the same exception, or — when its text, its
+    attributes or the errors chained to it hold anything ``redact`` removes — a new exception of
+    the same type whose message, attributes and chained causes are redacted (the traceback's
+    frames kept), so that what Lambda reports and logs for an error raised to it holds no secret."""
+    if not _needs_scrubbing(exc):
+        return exc
+    secrets = _own_secrets()
+    args = tuple(_redacted(a, secrets) for a in exc.args)
+    if isinstance(exc, OSError) and exc.filename is not None and len(args) == 2:
+        args += (_redacted(exc.filename, secrets),)  # kept apart from args by OSError itself
+    try:
+        try:
+            clean = type(exc)(*args)
+        except Exception:  # noqa: BLE001 - an __init__ of other arguments (CopyFailed...): not called
+            clean = type(exc).__new__(type(exc), *args)
+        for name, value in vars(exc).items():
+            setattr(clean, name, _redacted(value, secrets))
+    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt: the closest plain one
+        base = next((t for t in type(exc).__mro__ if t.__module__ == "builtins"), Exception)
+        clean = base(redact(f"{type(exc).__name__}: {exc}", secrets))
+    cause = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    clean.__cause__ = scrubbed(cause, _depth + 1) if cause is not None and _depth < 8 else None
+    clean.__suppress_context__ = True
+    return clean.with_traceback(exc.__traceback__)
+
+
+def _needs_scrubbing(exc: BaseException) -> bool:
+    try:
+        text = "".join(traceback.format_exception(exc)) + repr(exc.args) + repr(vars(exc))
+    except Exception:  # noqa: BLE001 - unprintable: rebuild it to be safe
+        return True
+    return redact(text) != text
 
 
 def set_request_id(request_id: str | None) -> None:
@@ -98,10 +162,16 @@ class JsonFormatter(logging.Formatter):
 def _redacted(value, secrets: tuple[str, ...]):
     if isinstance(value, str):
         return redact(value, secrets)
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+        clean = redact(text, secrets)
+        return value if clean == text else clean.encode()
     if isinstance(value, dict):
         return {k: _redacted(v, secrets) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redacted(v, secrets) for v in value]
+    if isinstance(value, BaseException):
+        return scrubbed(value)
     return value
 
 

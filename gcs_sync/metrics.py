@@ -6,6 +6,16 @@ turned down). CloudWatch turns the lines into metrics with no agent and no PutMe
 permission. Namespace ``GcsSync``. A metric with no value in a document (e.g. ``Latency`` of a
 destination where nothing was copied) is left out of it, not written as an empty list.
 
+``ReplicationLatency`` (S3 Replication's name for the same measure), for every copy written
+(outcome ``copied`` or ``repaired``): milliseconds from the event to the proven copy, under the
+dimension sets [FunctionName] and [FunctionName, Destination]. "The event" is the S3
+notification's ``eventTime`` (EventBridge: ``time``), also when it comes back in a failure record
+(a redrive): the measure is how long the mirror was behind for that object, the time spent
+failing and waiting in the failure queue included. Events that carry no time (S3 Batch
+Operations, a manual sync, the command line, slices of a large object) count from the moment
+the copy started (for a sliced object, its planning), so their latency is the copy's own
+duration.
+
 Under Lambda's JSON log format with an application log level above INFO, Lambda drops JSON lines
 whose ``level`` is below it (a line without one counts as INFO); the documents then carry that
 level so they pass.
@@ -17,10 +27,12 @@ import json
 import sys
 import threading
 import time
-from typing import IO, Iterable
+from datetime import datetime, timezone
+from typing import IO, Iterable, Sequence
 
 from . import logs
-from .results import COPIED, FAILED, REPAIRED, ObjectReport
+from .events import ObjectRef
+from .results import COPIED, FAILED, REPAIRED, DestinationResult, ObjectReport
 
 NAMESPACE = "GcsSync"
 MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one document
@@ -37,11 +49,15 @@ def set_output(stream: IO[str] | None) -> None:
     _output = stream
 
 
-def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> None:
+def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
+         refs: Sequence[ObjectRef] | None = None) -> None:
+    """The invocation's documents. ``refs``: the events' objects, one per report in the same
+    order, for ``ReplicationLatency`` (without them every copy counts from its start)."""
     reports = list(reports)
     if not reports:
         return
-    timestamp = int(time.time() * 1000)
+    now = time.time()
+    timestamp = int(now * 1000)
     outcomes = [r.outcome for r in reports]
     latencies = [max(d.seconds for d in r.results) * 1000 for r in reports if r.results]
     written = [d for r in reports for d in r.results if d.outcome in (COPIED, REPAIRED)]
@@ -86,6 +102,56 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str) -> 
                             "Milliseconds"),
             },
         ))
+    for destination, values in replication_latencies(reports, refs, now).items():
+        for start in range(0, len(values), MAX_VALUES):
+            _write(_document(
+                timestamp, [["FunctionName"], ["FunctionName", "Destination"]],
+                {"FunctionName": function_name, "Destination": destination},
+                {"ReplicationLatency": (values[start:start + MAX_VALUES], "Milliseconds")},
+            ))
+
+
+def replication_latencies(reports: list[ObjectReport], refs: Sequence[ObjectRef] | None,
+                          now: float) -> dict[str, list[float]]:
+    """Destination URL -> the milliseconds from each copied object's event to its proven copy.
+
+    An object announced twice (its reports shared) counts once, from its earliest event time.
+    """
+    if refs is None or len(refs) != len(reports):
+        refs = [None] * len(reports)
+    events: dict[int, float | None] = {}
+    unique: dict[int, ObjectReport] = {}
+    for report, ref in zip(reports, refs):
+        when = event_seconds(ref.event_time) if ref is not None else None
+        unique.setdefault(id(report), report)
+        earlier = events.get(id(report))
+        events[id(report)] = when if earlier is None else (earlier if when is None else min(earlier, when))
+    latencies: dict[str, list[float]] = {}
+    for key, report in unique.items():
+        for result in report.results:
+            if result.outcome in (COPIED, REPAIRED):
+                latencies.setdefault(result.destination, []).append(_latency_ms(result, events[key], now))
+    return latencies
+
+
+def _latency_ms(result: DestinationResult, event: float | None, now: float) -> float:
+    finished = result.finished or now  # a result made without a time: proven by now
+    start = event if event is not None else finished - result.seconds
+    return round(max(0.0, finished - start) * 1000, 3)  # a clock ahead of ours is no negative lag
+
+
+def event_seconds(text: str | None) -> float | None:
+    """An event's time (ISO 8601, e.g. S3's ``2026-11-21T12:00:00.000Z``) as Unix seconds, or None
+    when absent or unreadable (the copy then counts from its start)."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def emit_slices(kinds: list[str], *, function_name: str) -> None:

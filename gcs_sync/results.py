@@ -38,6 +38,7 @@ class DestinationResult:
     detail: str | None = None
     proof: str | None = None  # the S3 record the copy was proven against (proof.PROOFS)
     until: str | None = None  # HELD: when the held copy can be replaced, when Cloud Storage said
+    finished: float = 0.0  # time.time() when the result was made (a copy: when it was proven)
 
     def as_dict(self) -> dict:
         data = {"destination": self.destination, "object": self.object, "outcome": self.outcome}
@@ -115,6 +116,7 @@ def result(destination, name: str, outcome: str, *, error: str | None = None, re
         detail=detail,
         proof=proof,
         until=until,
+        finished=time.time(),
     )
 
 

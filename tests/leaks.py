@@ -6,9 +6,10 @@ session it collects what the function under test could show anyone:
 * log records: every record reaching the root logger, formatted with ``gcs_sync.logs.
   JsonFormatter`` exactly as production formats it, and its raw ``record.getMessage()``
   (a secret in the raw message means the code relied on redaction to hide it);
-* what every ``gcs_sync.handler.Container.handle`` (so ``lambda_function.lambda_handler``)
-  returned (JSON-encoded as Lambda would) or raised (type, message, traceback with the chained
-  causes, and a ``CopyFailed``'s summary);
+* what every ``gcs_sync.handler.Container.handle`` returned (JSON-encoded as Lambda would), and
+  what left the function raised (type, message, traceback with the chained causes, and a
+  ``CopyFailed``'s summary): as ``lambda_function.lambda_handler`` raised it (after its
+  scrubbing), or as ``Container.handle`` raised it when a test called the container directly;
 * process output: what subprocesses wrote to pipes (``subprocess.Popen.communicate``, hence
   ``subprocess.run`` / ``check_output`` with captured output; output sent to files or inherited
   descriptors is not seen), and each test's captured stdout / stderr / log text and failure
@@ -17,7 +18,9 @@ session it collects what the function under test could show anyone:
 At ``pytest_sessionfinish`` it searches all of it for every secret the rig knows: the rig's AWS
 secret key and session token (``tests/rig/s3.py``), and everything each ``GoogleTokenServer``
 recorded in ``secrets_seen`` (federated and access tokens it issued, ``Signature=`` values of
-the subject tokens it verified). A secret found is printed in redacted form (first 4 characters)
+the subject tokens it verified) — each as it is, URL-encoded (``quote``, as Google's subject
+token carries the session token, and ``quote_plus``, as a form field does) and JSON-escaped.
+A secret found is printed in redacted form (first 4 characters)
 with where it was found, and the session fails. The last line is always
 ``leak check: N log lines, M payloads scanned, K secrets known, F found``.
 """
@@ -27,14 +30,16 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 import threading
 import traceback
+from urllib.parse import quote, quote_plus
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import pytest
 
-__all__ = ["Leak", "LeakCheck", "find_leaks", "redacted"]
+__all__ = ["Leak", "LeakCheck", "add_secret", "encoded_forms", "find_leaks", "redacted"]
 
 MIN_SECRET_LENGTH = 8  # shorter values would match by accident
 
@@ -66,6 +71,21 @@ def find_leaks(texts: Iterable[tuple[str, str]], secrets: Mapping[str, str]) -> 
     return leaks
 
 
+def encoded_forms(secrets: Mapping[str, str]) -> dict[str, str]:
+    """``secrets`` (secret -> label) with every other form each may take in text: URL-encoded
+    (``quote`` with nothing kept, ``quote`` keeping ``/``), form-encoded (``quote_plus``) and
+    JSON-escaped, each labelled with its form. Written here, apart from the code under test, so a
+    mistake in its redaction cannot hide itself."""
+    forms: dict[str, str] = {}
+    for secret, label in secrets.items():
+        forms.setdefault(secret, label)
+        for form, how in ((quote(secret, safe=""), "URL-encoded"), (quote(secret), "URL-encoded, / kept"),
+                          (quote_plus(secret), "form-encoded"), (json.dumps(secret)[1:-1], "JSON-escaped"),
+                          (json.dumps(secret)[1:-1].replace("/", "\\/"), "JSON-escaped, / escaped")):
+            forms.setdefault(form, f"{label} ({how})")
+    return forms
+
+
 def _classify(secret: str) -> str:
     if secret.startswith("ya29."):
         return "Google access token"
@@ -79,6 +99,7 @@ class LeakCheck:
     logs: list[tuple[str, str]] = field(default_factory=list)
     payloads: list[tuple[str, str]] = field(default_factory=list)
     token_servers: list[Any] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # secrets tests made up (add_secret)
     log_records: int = 0
     current: str = "session"
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +118,8 @@ class LeakCheck:
         from tests.rig.s3 import AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
 
         known = {AWS_SECRET_ACCESS_KEY: "rig AWS secret access key", AWS_SESSION_TOKEN: "rig AWS session token"}
+        with self._lock:
+            known.update(self.extra)
         for server in self.token_servers:
             lock = getattr(server, "_lock", None)
             with lock or threading.Lock():
@@ -108,11 +131,19 @@ class LeakCheck:
     def scan(self) -> list[Leak]:
         with self._lock:
             texts = list(self.logs) + list(self.payloads)
-        return find_leaks(texts, self.secrets())
+        return find_leaks(texts, encoded_forms(self.secrets()))
 
 
 _CHECK = LeakCheck()
+
+
+def add_secret(secret: str, label: str) -> None:
+    """A secret a test made up (e.g. a session token of its own): searched for like the rig's."""
+    with _CHECK._lock:
+        _CHECK.extra.setdefault(secret, label)
+
 _ORIGINALS: dict[str, Any] = {}
+_entry = threading.local()  # .depth > 0: inside lambda_function.lambda_handler, which records raises
 
 
 class _CaptureHandler(logging.Handler):
@@ -159,7 +190,8 @@ def _install() -> None:
         try:
             result = original_handle(self, event, context)
         except BaseException as exc:
-            _CHECK.add_payload("lambda_handler raised", _describe_exception(exc))
+            if not getattr(_entry, "depth", 0):  # else lambda_handler records what it raises
+                _CHECK.add_payload("Container.handle raised", _describe_exception(exc))
             raise
         try:
             text = json.dumps(result, ensure_ascii=False, default=str)
@@ -195,6 +227,27 @@ def _install() -> None:
     _ORIGINALS["communicate"] = original_communicate
 
 
+def _wrap_lambda_handler() -> None:
+    """Record what ``lambda_function.lambda_handler`` raises, once a test has imported it."""
+    module = sys.modules.get("lambda_function")
+    if module is None or "lambda_handler" in _ORIGINALS:
+        return
+    original = module.lambda_handler
+
+    def lambda_handler(event: Any, context: Any) -> Any:
+        _entry.depth = getattr(_entry, "depth", 0) + 1
+        try:
+            return original(event, context)
+        except BaseException as exc:
+            _CHECK.add_payload("lambda_handler raised", _describe_exception(exc))
+            raise
+        finally:
+            _entry.depth -= 1
+
+    module.lambda_handler = lambda_handler
+    _ORIGINALS["lambda_handler"] = (module, original)
+
+
 def _uninstall() -> None:
     import gcs_sync.handler
     from tests.rig.google_tokens import GoogleTokenServer
@@ -203,6 +256,9 @@ def _uninstall() -> None:
         logging.getLogger().removeHandler(_ORIGINALS.pop("log_handler"))
     if "handle" in _ORIGINALS:
         gcs_sync.handler.Container.handle = _ORIGINALS.pop("handle")
+    if "lambda_handler" in _ORIGINALS:
+        module, original = _ORIGINALS.pop("lambda_handler")
+        module.lambda_handler = original
     if "token_init" in _ORIGINALS:
         GoogleTokenServer.__init__ = _ORIGINALS.pop("token_init")  # type: ignore[method-assign]
     if "communicate" in _ORIGINALS:
@@ -219,6 +275,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Any:
+    _wrap_lambda_handler()
     _CHECK.current = item.nodeid
     try:
         return (yield)

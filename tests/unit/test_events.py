@@ -204,8 +204,96 @@ def test_every_sample_has_an_expectation():
         "s3EventBridgeNotificationObjectDeletedEvent.json", "s3SqsEvent.json", "sqsEvent.json",
         "snsSqsEvent.json", "snsEvent.json", "eventBridgeEvent.json",
         "s3BatchOperationEventSchemaV1.json", "s3BatchOperationEventSchemaV2.json",
+        "lambdaDestinationFailure.json",
     }
     assert {p.name for p in EVENTS_DIR.glob("*.json")} == covered
+
+
+# --------------------------------------------------------------------------- failure records (redrive)
+
+
+def failure_record(payload, request_id="req-1", **context):
+    """What Lambda writes to the on-failure destination once an asynchronous event's retries are spent."""
+    return {"version": "1.0", "timestamp": "2024-01-02T03:10:00.000Z",
+            "requestContext": {"requestId": request_id, "functionArn": "arn:aws:lambda:us-east-1:1:function:f:$LATEST",
+                               "condition": "RetriesExhausted", "approximateInvokeCount": 3, **context},
+            "requestPayload": payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": "1 copy failure(s)", "errorType": "CopyFailed"}}
+
+
+def test_sample_failure_record_redrives_its_original_event():
+    assert events.parse(sample("lambdaDestinationFailure.json")) == events.parse(sample("s3Event.json"))
+
+
+@pytest.mark.parametrize("original", [
+    s3_notification(s3_record("a+b.txt"), s3_record("c")),
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(s3_notification(s3_record("a+b.txt"),
+                                                                                          s3_record("c")))}}]},
+    failure_record(s3_notification(s3_record("a+b.txt"), s3_record("c"))),
+], ids=["s3", "sns", "failure-record-of-a-redrive"])
+def test_failure_record_in_the_console_is_its_original_event(original):
+    parsed = events.parse(failure_record(original))
+    assert isinstance(parsed, Notifications) and not parsed.problems
+    assert [(r.key, r.event_time) for r in parsed.refs] == [("a b.txt", "2024-01-02T03:04:05.678Z"),
+                                                            ("c", "2024-01-02T03:04:05.678Z")]
+
+
+def test_failure_record_of_other_shapes_is_that_shape():
+    assert events.parse(failure_record(eventbridge(key="k"))).refs[0].event_time == "2024-01-02T03:04:05Z"
+    assert events.parse(failure_record({"sync": {"bucket": "b", "prefix": "p/"}})) == events.SyncRequest("b", "p/")
+    parsed = events.parse(failure_record(json.dumps(s3_notification(s3_record("k")))))  # payload kept as text
+    assert [r.key for r in parsed.refs] == ["k"]
+
+
+def test_failure_record_of_an_unknown_event_is_refused_naming_the_request():
+    with pytest.raises(EventError) as info:
+        events.parse(failure_record({"foo": 1}, request_id="abc-123"))
+    message = str(info.value)
+    assert "failure record (request abc-123, RetriesExhausted, 3 attempt(s)" in message
+    assert "requestPayload" in message and "keys: foo" in message
+
+
+def test_failure_records_are_followed_only_so_deep():
+    event = s3_notification(s3_record("k"))
+    for _ in range(events.MAX_REDRIVE_DEPTH):
+        event = failure_record(event)
+    assert [r.key for r in events.parse(event).refs] == ["k"]
+    with pytest.raises(EventError, match="nested more than"):
+        events.parse(failure_record(event))
+    deep: dict = {}
+    for _ in range(5000):  # far deeper than anything real: refused, never a RecursionError
+        deep = failure_record(deep)
+    with pytest.raises(EventError, match="nested more than"):
+        events.parse(deep)
+
+
+def test_failure_record_in_sqs_messages_fails_only_its_own_message():
+    original = s3_notification(s3_record("a"))
+    batch = events.parse({"Records": [
+        sqs_record(json.dumps(failure_record(original)), "m-1"),
+        sqs_record(json.dumps(sns_envelope(json.dumps(failure_record(eventbridge(key="b"))))), "m-2"),
+        sqs_record(json.dumps(failure_record({"sync": {"bucket": "b"}})), "m-3"),
+        sqs_record(json.dumps(failure_record({"foo": 1})), "m-4"),
+        sqs_record(json.dumps(failure_record(s3_notification({"eventSource": "aws:s3"}))), "m-5"),
+    ]})
+    first, second, sync, unknown, malformed = batch.messages
+    assert [r.key for r in first.refs] == ["a"] and not first.problems
+    assert first.refs[0].event_time == "2024-01-02T03:04:05.678Z"
+    assert [r.key for r in second.refs] == ["b"] and not second.problems
+    (problem,) = sync.problems
+    assert "of a manual sync" in problem and "python -m gcs_sync redrive FAILURE_QUEUE_URL" in problem
+    assert not sync.refs
+    assert unknown.problems and "requestPayload" in unknown.problems[0] and not unknown.refs
+    assert malformed.problems and "(redriven)" in malformed.problems[0]
+
+
+def test_failure_record_helper_reads_sqs_bodies():
+    record = failure_record(s3_notification(s3_record("k")))
+    assert events.failure_record(json.dumps(record)) == record
+    assert events.failure_record(json.dumps(sns_envelope(json.dumps(record)))) == record
+    assert events.failure_record(json.dumps(s3_notification(s3_record("k")))) is None
+    assert events.failure_record("not json") is None and events.failure_record(None) is None
 
 
 # --------------------------------------------------------------------------- keys
@@ -509,7 +597,8 @@ json_values = st.recursive(
                          "Message", "Type", "Event", "source", "detail-type", "detail", "messageId",
                          "version-id", "etag", "invocationSchemaVersion", "invocationId", "tasks",
                          "taskId", "s3Key", "s3Bucket", "s3BucketArn", "s3VersionId", "sync",
-                         "doctor", "prefix", "continuation", "dry_run"]) | st.text(max_size=8),
+                         "doctor", "prefix", "continuation", "dry_run", "requestPayload",
+                         "requestContext"]) | st.text(max_size=8),
         children, max_size=5),
     max_leaves=25,
 )
@@ -529,7 +618,7 @@ def _check_parse(value):
             assert (task.ref is None) != (task.problem is None)
             assert task.ref is None or (isinstance(task.ref.key, str) and isinstance(task.ref.bucket, str))
         return
-    if isinstance(result, (events.SyncRequest, events.DoctorRequest)):
+    if isinstance(result, (events.SyncRequest, events.CheckRequest, events.DoctorRequest)):
         return
     for part in ([result] if isinstance(result, Notifications) else list(result.messages)):
         assert all(isinstance(r, ObjectRef) for r in part.refs)

@@ -6,8 +6,10 @@ import io
 import json
 import logging
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -319,3 +321,95 @@ def test_lambda_filter_level(root_restored, env, expected):
     assert logs.lambda_filter_level() == expected
     logs.configure("INFO")  # a later call with the level only keeps Lambda's controls
     assert logs.lambda_filter_level() == expected
+
+
+# --------------------------------------------------------------------------- encoded secrets, scrubbed errors
+
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjE/rig+session/token=="  # the characters real AWS tokens hold: / + =
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: s,
+    lambda s: quote(s, safe=""),
+    lambda s: quote(s),  # "/" kept: how google-auth quotes the subject token
+    quote_plus,
+    lambda s: json.dumps(s)[1:-1],
+    lambda s: json.dumps(s)[1:-1].replace("/", "\\/"),
+    lambda s: quote_plus(quote(s, safe="")),  # a form field holding an URL-encoded value
+], ids=["plain", "quote", "quote-slash-kept", "quote_plus", "json", "json-slash-escaped", "form-of-quoted"])
+@pytest.mark.parametrize("variable", ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"])
+def test_every_form_of_the_process_secrets_is_redacted(monkeypatch, variable, encode):
+    monkeypatch.setenv(variable, SESSION_TOKEN)
+    form = encode(SESSION_TOKEN)
+    out = redact(f"request was {form} and again {form}.")
+    assert out == "request was [redacted] and again [redacted].", out
+
+
+def test_a_url_encoded_subject_token_loses_its_signature_and_session_token():
+    """The subject token google-auth sends: the signed GetCallerIdentity request, JSON, URL-quoted."""
+    request = {"url": "https://sts.us-east-1.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+               "method": "POST", "headers": [
+                   {"key": "Authorization", "value": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/"
+                                                     f"sts/aws4_request, SignedHeaders=host;x-amz-date, Signature={SIG}"},
+                   {"key": "x-amz-security-token", "value": "FwoGZXIvYXdzEPT0KEN"}]}
+    subject = quote(json.dumps(request, separators=(",", ":"), sort_keys=True))
+    for text in (subject, quote_plus(subject), json.dumps({"error_description": f"bad subject_token {subject}"})):
+        out = redact(text)
+        assert SIG not in out and "[redacted]" in out, out
+    escaped = redact('{\\"x-amz-security-token\\": \\"FwoGZXIvYXdzEPT0KEN\\"}')
+    assert "FwoGZXIvYXdzEPT0KEN" not in escaped
+    encoded = redact(quote('{"x-amz-security-token": "FwoGZXIvYXdzEPT0KEN", "next": 1}', safe=""))
+    assert "FwoGZXIvYXdzEPT0KEN" not in encoded and "next" in encoded  # stops at the value's end
+
+
+def test_scrubbed_error_keeps_its_type_text_and_attributes_without_the_secret(monkeypatch):
+    from gcs_sync.errors import CopyFailed
+
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    encoded = quote(SESSION_TOKEN, safe="")
+    try:
+        try:
+            raise ValueError(f"google-auth: ('Error code invalid_grant', 'subject_token={encoded}')")
+        except ValueError as cause:
+            raise CopyFailed([f"s3://b/k -> gs://d/k: token {encoded}"], {"results": [{"error": encoded}]},
+                             retryable=True) from cause
+    except CopyFailed as exc:
+        clean = logs.scrubbed(exc)
+    assert type(clean) is CopyFailed and clean.retryable is True
+    assert clean.failures == ["s3://b/k -> gs://d/k: token [redacted]"]
+    assert clean.summary == {"results": [{"error": "[redacted]"}]}
+    shown = "".join(traceback.format_exception(clean)) + repr(clean.args) + repr(vars(clean))
+    assert encoded not in shown and SESSION_TOKEN not in shown
+    assert "1 copy failure(s):" in shown and "Error code invalid_grant" in shown  # the cause, redacted
+    assert isinstance(clean.__cause__, ValueError) and clean.__traceback__ is not None
+
+
+def test_an_error_without_secrets_leaves_as_it_is(monkeypatch):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    error = KeyError("no such bucket: b")
+    assert logs.scrubbed(error) is error
+
+
+@pytest.mark.parametrize("make", [
+    lambda text: KeyError(text),
+    lambda text: OSError(2, "No such file or directory", f"/tmp/{text}"),
+    lambda text: UnicodeDecodeError("utf-8", text.encode(), 0, 1, "invalid start byte"),
+], ids=["KeyError", "OSError", "UnicodeDecodeError"])
+def test_any_kind_of_error_is_scrubbed(monkeypatch, make):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    error = make(f"x{quote(SESSION_TOKEN)}")
+    clean = logs.scrubbed(error)
+    assert type(clean) is type(error)
+    shown = "".join(traceback.format_exception(clean)) + repr(clean.args)
+    assert quote(SESSION_TOKEN) not in shown and SESSION_TOKEN not in shown
+
+
+def test_errors_of_the_function_redact_their_own_text(monkeypatch):
+    from gcs_sync.errors import CredentialsError, SourceError
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SESSION_TOKEN)
+    raw = f"Error code invalid_grant: key={quote(SESSION_TOKEN, safe='')}"
+    credentials = CredentialsError(f"the token exchange failed. Detail: {raw}", fix=f"not {SESSION_TOKEN}")
+    for text in (str(credentials), credentials.detail, credentials.fix, repr(credentials.args)):
+        assert quote(SESSION_TOKEN, safe="") not in text and SESSION_TOKEN not in text
+    assert str(SourceError(f"S3 said {quote_plus(SESSION_TOKEN)}", retryable=False)) == "S3 said [redacted]"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
+from datetime import datetime, timezone
 
 import pytest
 
 from gcs_sync import logs, metrics
 from gcs_sync.config import LogSettings
+from gcs_sync.events import ObjectRef
 from gcs_sync.results import DestinationResult, ObjectReport
 
 
@@ -41,7 +44,7 @@ def test_documents_go_to_stdout_one_line_each(capsys):
     emit(ObjectReport(source="s3://src/k", results=[copied(), failed()]))
     out = capsys.readouterr()
     docs = documents(out.out)
-    assert len(docs) == 3  # the invocation, then gs://a/ and gs://b/
+    assert len(docs) == 4  # the invocation, then gs://a/ and gs://b/, then gs://a/'s ReplicationLatency
     assert all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "GcsSync" for d in docs)
     assert docs[0]["ObjectsFailed"] == 1 and docs[0]["Invocation"] == "notification"
     assert out.err == ""
@@ -65,7 +68,7 @@ def test_metrics_do_not_pass_through_logging(capsys, caplog):
 
 def test_failed_destination_has_no_empty_latency(capsys):
     emit(ObjectReport(source="s3://src/k", results=[copied(dest="gs://a/"), failed(dest="gs://b/")]))
-    docs = {d.get("Destination"): d for d in documents(capsys.readouterr().out)}
+    docs = {d.get("Destination"): d for d in documents(capsys.readouterr().out) if "ReplicationLatency" not in d}
     bad = docs["gs://b/"]
     assert "Latency" not in bad
     assert "Latency" not in [m["Name"] for m in bad["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
@@ -115,10 +118,10 @@ def test_output_can_be_redirected_or_turned_off(capsys):
     stream = io.StringIO()
     metrics.set_output(stream)
     emit(ObjectReport(source="s3://src/k", results=[copied()]))
-    assert len(documents(stream.getvalue())) == 2
+    assert len(documents(stream.getvalue())) == 3
     metrics.set_output(None)
     emit(ObjectReport(source="s3://src/k", results=[copied()]))
-    assert capsys.readouterr().out == "" and len(documents(stream.getvalue())) == 2
+    assert capsys.readouterr().out == "" and len(documents(stream.getvalue())) == 3
 
 
 def test_no_reports_no_documents(capsys):
@@ -138,3 +141,84 @@ def test_copies_are_counted_per_proof_and_unproven_ones_apart(capsys):
     assert docs[0]["CopiesWithoutS3Proof"] == 1 and docs[0]["ObjectsRepaired"] == 1
     per_proof = {d["Proof"]: d["CopiesProven"] for d in docs if "Proof" in d}
     assert per_proof == {"crc64nvme": 2, "md5": 1, "none": 1}  # nothing was written for the current one
+
+
+# -- ReplicationLatency: from the event to the proven copy --------------------------------------
+
+def iso(seconds: float) -> str:
+    """A Unix time as S3 writes eventTime: 2026-11-21T12:00:00.000Z."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def written(dest="gs://a/", outcome="copied", seconds=0.5, finished=None) -> DestinationResult:
+    return DestinationResult(destination=dest, object="k", outcome=outcome, bytes=3, seconds=seconds,
+                             finished=time.time() if finished is None else finished)
+
+
+def replication(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if "ReplicationLatency" in d]
+
+
+def test_a_late_event_shows_its_age_in_replication_latency(capsys):
+    now = time.time()
+    report = ObjectReport(source="s3://src/late", results=[written("gs://a/", finished=now),
+                                                          written("gs://b/p/", "repaired", finished=now + 2)])
+    metrics.emit([report], function_name="fn", shape="notification",
+                 refs=[ObjectRef("src", "late", event_time=iso(now - 3600))])
+    docs = replication(documents(capsys.readouterr().out))
+    by_destination = {d["Destination"]: d for d in docs}
+    assert set(by_destination) == {"gs://a/", "gs://b/p/"}
+    (a,), (b,) = by_destination["gs://a/"]["ReplicationLatency"], by_destination["gs://b/p/"]["ReplicationLatency"]
+    assert 3600_000 - 5 <= a <= 3600_000 + 5  # an hour late, in milliseconds (eventTime has ms precision)
+    assert 3602_000 - 5 <= b <= 3602_000 + 5
+    for doc in docs:
+        (directive,) = doc["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "GcsSync"
+        assert directive["Dimensions"] == [["FunctionName"], ["FunctionName", "Destination"]]
+        assert directive["Metrics"] == [{"Name": "ReplicationLatency", "Unit": "Milliseconds"}]
+        assert doc["FunctionName"] == "fn"
+
+
+def test_eventbridge_time_without_milliseconds_is_read():
+    assert metrics.event_seconds("2026-11-21T12:00:00Z") == datetime(2026, 11, 21, 12, tzinfo=timezone.utc).timestamp()
+    assert metrics.event_seconds("2026-11-21T12:00:00.250Z") == datetime(
+        2026, 11, 21, 12, 0, 0, 250000, tzinfo=timezone.utc).timestamp()
+    assert metrics.event_seconds("yesterday") is None and metrics.event_seconds(None) is None
+
+
+@pytest.mark.parametrize("ref", [None, ObjectRef("src", "k"), ObjectRef("src", "k", event_time="not a time")],
+                         ids=["no-refs", "no-event-time", "unreadable-event-time"])
+def test_without_an_event_time_a_copy_counts_from_its_start(capsys, ref):
+    """S3 Batch Operations, a manual sync, the command line: the copy's own duration."""
+    report = ObjectReport(source="s3://src/k", results=[written(seconds=1.25)])
+    metrics.emit([report], function_name="fn", shape="sync", refs=None if ref is None else [ref])
+    (doc,) = replication(documents(capsys.readouterr().out))
+    assert doc["ReplicationLatency"] == [1250.0]
+
+
+def test_only_copies_written_count_and_duplicates_once_from_the_earliest_event(capsys):
+    now = time.time()
+    shared = ObjectReport(source="s3://src/dup", results=[written(finished=now)])
+    unchanged = ObjectReport(source="s3://src/same", results=[written(outcome="already_current", finished=now)])
+    broken = ObjectReport(source="s3://src/bad", results=[failed(dest="gs://a/")])
+    metrics.emit([shared, shared, unchanged, broken], function_name="fn", shape="sqs", refs=[
+        ObjectRef("src", "dup", event_time=iso(now - 10)), ObjectRef("src", "dup", event_time=iso(now - 60)),
+        ObjectRef("src", "same", event_time=iso(now - 600)), ObjectRef("src", "bad", event_time=iso(now - 900))])
+    (doc,) = replication(documents(capsys.readouterr().out))
+    (value,) = doc["ReplicationLatency"]
+    assert 60_000 - 5 <= value <= 60_000 + 5
+
+
+def test_an_event_time_ahead_of_the_clock_is_no_negative_latency(capsys):
+    now = time.time()
+    metrics.emit([ObjectReport(source="s3://src/k", results=[written(finished=now)])], function_name="fn",
+                 shape="notification", refs=[ObjectRef("src", "k", event_time=iso(now + 30))])
+    assert replication(documents(capsys.readouterr().out))[0]["ReplicationLatency"] == [0.0]
+
+
+def test_more_than_a_documents_worth_of_copies_are_all_reported(capsys):
+    reports = [ObjectReport(source=f"s3://src/{i}", results=[written(seconds=0.001 * i)]) for i in range(250)]
+    metrics.emit(reports, function_name="fn", shape="sync")
+    docs = replication(documents(capsys.readouterr().out))
+    assert [len(d["ReplicationLatency"]) for d in docs] == [100, 100, 50]
+    assert sorted(v for d in docs for v in d["ReplicationLatency"]) == [round(i * 1.0, 3) for i in range(250)]
