@@ -201,8 +201,8 @@ class SliceReading(Reading):
     def __init__(self, object_plan: Plan, parts: tuple[int, ...]):
         per_part = object_plan.per_part and bool(parts)
         super().__init__(Plan(object_plan.proof, None, len(parts)) if per_part else Plan(NONE), list(parts))
-        self.whole = _hasher(object_plan.proof) if (not object_plan.per_part and object_plan.proof in
-                                                    (CRC32, CRC64NVME)) else None
+        self.whole = _hasher(object_plan.proof) if ((not object_plan.per_part or object_plan.undecided) and
+                                                    object_plan.proof in (CRC32, CRC64NVME)) else None
 
     def update(self, chunk: bytes) -> None:
         super().update(chunk)
@@ -297,7 +297,7 @@ class Slicer:
         """Queue one task per slice; (plan id, number of slices)."""
         plan = obj.plan
         parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
-        sizes = self.source.part_sizes(obj, parts) if parts > 1 else None
+        sizes = self.source.part_sizes(obj, parts) if parts > 1 or plan.per_part else None
         ranges = slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
         pid = plan_id(obj)
         record = obj.record or S3Record(etag=obj.etag)
@@ -462,7 +462,7 @@ class Slicer:
         crc32c = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in slices]) if not problems else ""
         plan = obj.plan
         proof = whole_proof(plan)
-        if not problems and proof != NONE:
+        if not problems and proof != NONE and not _whole_decides(plan, crc32c, slices):
             if plan.per_part:
                 digests = [d for s in slices for d in (s.metadata.get(SLICE_PARTS) or "").split(",") if d]
                 if len(digests) != plan.parts:
@@ -498,7 +498,7 @@ class Slicer:
     def _ranges(self, task: SliceTask, obj: SourceObject) -> list[Range]:
         plan = obj.plan
         parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
-        sizes = self.source.part_sizes(obj, parts) if parts > 1 else None
+        sizes = self.source.part_sizes(obj, parts) if parts > 1 or plan.per_part else None
         return slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
 
     def _compose_final(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
@@ -600,6 +600,15 @@ class Slicer:
             log.warning("temporary objects not removed (the lifecycle rule removes them)", extra={"fields": {
                 "prefix": f"gs://{destination.bucket}/{prefix}", "error": str(exc)}})
             return 0
+
+
+def _whole_decides(plan: Plan, crc32c: str, slices: list[TempObject]) -> bool:
+    """An undecided plan (``proof.Plan.undecided``) whose value is the slices' combined full-object CRC."""
+    if not plan.undecided:
+        return False
+    whole = crc32c if plan.proof == CRC32C else combine_b64(plan.proof, [(s.metadata.get(SLICE_WHOLE) or "", s.size)
+                                                                        for s in slices])
+    return whole == plan.expected
 
 
 def _part_algorithm(proof: str) -> str:
