@@ -6,15 +6,17 @@ multipart uploads made part by part) and by rclone (``rclone copyto``: multipart
 checksum, the whole object's MD5 as ``md5chksum`` user metadata), then copied by the real handler.
 Every copy at every destination must hold the bytes and name the proof expected of its shape.
 
-moto answers a multipart object's checksum as the AWS CLI leaves it there: no ``-N`` and no
-``ChecksumType`` (real S3 gives both), so the CRC32 / CRC32C of these uploads are decided by the
-bytes (``proof.Plan.undecided``), and its part HEADs compare ``IfMatch`` with each part's own ETag
-(S3 compares it with the object's), so the part sizes are asked again unpinned.
+moto's GET answers a multipart object's checksum as S3 does (``value-N``, ``ChecksumType``); a store
+that omits both (as S3-compatible stores may, and moto's HEAD does) is made by removing the type
+from what moto stored: the CRC32 / CRC32C are then decided by the bytes (``proof.Plan.undecided``).
+moto compares a part HEAD's ``IfMatch`` with the part's own ETag (S3: with the object's), so the
+part sizes are asked again unpinned there.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -161,7 +163,7 @@ def records(world, shapes: Shapes) -> list[dict]:
             for s in shapes.items]
 
 
-def assert_copies(world, shapes: Shapes, destinations: list[str]) -> None:
+def assert_copies(world, shapes: Shapes, destinations: list[str], *, rclone: bool = True) -> None:
     for shape in shapes.items:
         for dest in destinations:
             meta = world.gcs_object(dest, shape.key)
@@ -171,10 +173,12 @@ def assert_copies(world, shapes: Shapes, destinations: list[str]) -> None:
             assert custom.get("gcs-sync-proof") == shape.proof, (shape.key, dest, custom)
             assert int(meta["size"]) == len(shape.data) and meta["crc32c"] == crc32c_b64(shape.data), shape.key
             assert custom["gcs-sync-source-bucket"] == shape.bucket and custom["gcs-sync-source-etag"] == shape.etag
-    rclone = next(s for s in shapes.items if s.key == "rclone.bin")
+    if not rclone:
+        return
+    written = next(s for s in shapes.items if s.key == "rclone.bin")
     for dest in destinations:  # rclone's own record travels as the user metadata it is
-        assert world.gcs_object(dest, rclone.key)["metadata"]["md5chksum"] == base64.b64encode(
-            hashlib.md5(rclone.data).digest()).decode()
+        assert world.gcs_object(dest, written.key)["metadata"]["md5chksum"] == base64.b64encode(
+            hashlib.md5(written.data).digest()).decode()
 
 
 def test_the_clients_left_the_shapes_they_are_known_for(rig, shapes):
@@ -189,8 +193,9 @@ def test_the_clients_left_the_shapes_they_are_known_for(rig, shapes):
                                          ChecksumMode="ENABLED")
     composite["Body"].close()
     assert composite["ChecksumCRC32C"].endswith("-1") and composite["ChecksumType"] == "COMPOSITE"
-    head = rig.s3_client.head_object(Bucket=shapes.bucket, Key="crc32c.bin", ChecksumMode="ENABLED")
-    assert "ChecksumType" not in head and not head["ChecksumCRC32C"].endswith("-2")  # neither type nor -N
+    cli = rig.s3_client.get_object(Bucket=shapes.bucket, Key="crc32c.bin", ChecksumMode="ENABLED")
+    cli["Body"].close()  # the AWS CLI names no type: S3's default for CRC32C, composite
+    assert cli["ChecksumCRC32C"].endswith("-2") and cli["ChecksumType"] == "COMPOSITE"
     assert "md5chksum" in rig.s3_client.head_object(Bucket=shapes.bucket, Key="rclone.bin")["Metadata"]
     plain = by_key["plain.bin"]
     assert len(plain.etag) == 32 and plain.bucket.endswith("--x-s3")
@@ -226,3 +231,60 @@ def test_every_shape_is_copied_sliced_with_its_proof(world, shapes):
     assert sliced.deliver(messages) == []
     assert_copies(world, shapes, sliced.dests)
     assert sliced.temporary() == []
+
+
+@contextlib.contextmanager
+def types_omitted(bucket: str, keys: list[str]):
+    """S3's record of ``keys`` without its ChecksumType (and so without ``-N``), as an S3-compatible
+    store may answer; restored after."""
+    from moto.s3.models import s3_backends
+
+    stored = [backend.buckets[bucket].keys[key] for account in s3_backends.values() for backend in account.values()
+              if bucket in backend.buckets for key in keys]
+    assert len(stored) == len(keys)
+    kept = [(k.checksum_type, k.metadata.get("x-amz-checksum-type")) for k in stored]
+    for item in stored:
+        item.checksum_type = None
+        item.metadata.pop("x-amz-checksum-type", None)  # kept from the upload's request, and answered
+    try:
+        yield
+    finally:
+        for item, (kind, header) in zip(stored, kept):
+            item.checksum_type = kind
+            if header:
+                item.metadata["x-amz-checksum-type"] = header
+
+
+@pytest.mark.parametrize("path", ["staged", "streamed", "sliced"])
+def test_a_store_that_omits_the_checksum_type_has_the_bytes_decide_it(world, shapes, path, monkeypatch):
+    import moto.s3.models
+
+    from .test_proof import put_multipart
+
+    monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", SMALL_PART)
+    parts = [os.urandom(MIB), os.urandom(SMALL_PART), os.urandom(1000)]
+    full = put_multipart(world, "full-object.bin", parts, "CRC32", "FULL_OBJECT")  # what newer SDKs send
+    composite = [s for s in shapes.items if s.key in ("crc32c.bin", "cli/one-part.bin")]
+    chosen = Shapes(shapes.bucket, composite)
+    every = [*records(world, chosen), full]
+    if path == "sliced":
+        sliced = Sliced(world)
+    else:
+        dests = [world.bucket(), world.bucket()]
+        world.configure(" ".join(f"gs://{d}/" for d in dests), **(
+            {"STREAM_THRESHOLD_MB": "64"} if path == "staged" else
+            {"STREAM_THRESHOLD_MB": "0", "STREAM_CHUNK_MB": "1", "FANOUT": "upload"}))
+    with types_omitted(shapes.bucket, [s.key for s in composite]), types_omitted(world.source, ["full-object.bin"]):
+        head = world.rig.s3_client.get_object(Bucket=world.source, Key="full-object.bin", ChecksumMode="ENABLED")
+        head["Body"].close()
+        assert "ChecksumType" not in head and not head["ChecksumCRC32"].endswith("-3")
+        summary = world.notify(*every)
+        assert summary["failed"] == 0, summary
+        if path == "sliced":
+            assert sliced.deliver(sliced.messages()) == []
+            dests = sliced.dests
+    assert_copies(world, chosen, dests, rclone=False)
+    data = b"".join(parts)
+    for dest in dests:
+        meta = world.gcs_object(dest, "full-object.bin")
+        assert world.gcs_bytes(dest, "full-object.bin") == data and meta["metadata"]["gcs-sync-proof"] == "crc32"
