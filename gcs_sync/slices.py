@@ -151,7 +151,7 @@ def slice_ranges(size: int, slice_bytes: int, part_sizes: list[int] | None = Non
         ranges: list[Range] = []
         start, group, first = 0, [], 1
         for number, part in enumerate(part_sizes, 1):
-            if group and part and sum(group) + part > slice_bytes:  # an empty part joins the slice before it
+            if sum(group) and part and sum(group) + part > slice_bytes:  # an empty part never is a slice of its own
                 ranges.append(Range(start, start + sum(group), tuple(group), first))
                 start, group, first = start + sum(group), [], number
             group.append(part)

@@ -33,7 +33,7 @@ from .test_slices import Sliced
 
 MIB = 1024 * 1024
 BIN = Path(sys.executable).parent
-DIRECTORY_BUCKET = "shapes--use1-az4--x-s3"  # S3 Express One Zone's naming: BASE--AZ-ID--x-s3
+DIRECTORY_BUCKET = f"shapes-{os.urandom(4).hex()}--use1-az4--x-s3"  # S3 Express One Zone's: BASE--AZ-ID--x-s3
 SMALL_PART = 64 * 1024  # moto's smallest part while the shapes are written (real S3: 5 MiB)
 
 
