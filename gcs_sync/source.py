@@ -134,6 +134,7 @@ class S3Source:
         self._s3 = client
         self._deadline = deadline or Deadline()
         self._parts, self._part_size = parts, part_size
+        self._pin_parts = True  # False once the store is seen comparing IfMatch with each part's ETag
         bind_deadline(client, self._deadline)
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
@@ -198,16 +199,18 @@ class S3Source:
 
         S3 answers a part's HEAD with the object's ETag; a store that compares ``IfMatch`` with the
         part's own ETag (moto) refuses every part while the object itself still matches: the
-        parts are then asked unpinned, and a changed object fails its proof and is read again.
+        parts are then asked unpinned (from then on, by this reader), and a changed object fails
+        its proof and is read again.
         """
         if parts <= 1:
             return [obj.size] if parts == 1 else []
         try:
-            sizes = self._part_heads(obj, parts, pinned=obj.version_id is None)
+            sizes = self._part_heads(obj, parts, pinned=obj.version_id is None and self._pin_parts)
         except SourceChanged:
             self._ask("HEAD", self._s3.head_object, obj.bucket, obj.key, obj.version_id, obj.etag)  # raises if changed
             log.info("part HEADs unpinned: the store compares IfMatch with each part's ETag", extra={"fields": {
                 "source": obj.url}})
+            self._pin_parts = False
             sizes = self._part_heads(obj, parts, pinned=False)
         if sum(sizes) != obj.size:
             raise SourceCorrupt(f"{obj.url}: its {parts} parts add up to {sum(sizes)} bytes, not {obj.size}; "

@@ -70,10 +70,14 @@ def test_part_heads_carry_the_version_in_a_versioned_bucket():
 
 def test_a_store_comparing_each_parts_own_etag_is_asked_again_unpinned_once_the_object_matches():
     store = PartStore(parts_own_etag=True)
-    assert S3Source(store).part_sizes(obj(), 3) == SIZES
+    source = S3Source(store)
+    assert source.part_sizes(obj(), 3) == SIZES
     whole = [c for c in store.calls if "PartNumber" not in c]
     assert whole == [{"Bucket": "src", "Key": "k", "ChecksumMode": "ENABLED", "IfMatch": f'"{ETAG}"'}]
     assert sorted(c["PartNumber"] for c in store.calls if "PartNumber" in c and "IfMatch" not in c) == [1, 2, 3]
+    store.calls.clear()  # the same reader then asks such a store unpinned at once
+    source.part_sizes(obj(), 3)
+    assert len(store.calls) == 3 and not any("IfMatch" in c for c in store.calls)
 
 
 def test_a_one_part_object_needs_no_head():
