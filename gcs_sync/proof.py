@@ -62,7 +62,7 @@ class S3Record:
     etag: str
     checksums: tuple[tuple[str, str], ...] = ()  # (algorithm, value as S3 gives it)
     checksum_type: str | None = None  # FULL_OBJECT / COMPOSITE, when S3 says
-    etag_is_digest: bool = True  # False for SSE-KMS / SSE-C: the ETag does not derive from the bytes
+    etag_is_digest: bool = True  # False for SSE-KMS / SSE-C and directory buckets: not derived from the bytes
 
     @classmethod
     def from_response(cls, response: Mapping[str, Any], bucket: str | None = None) -> "S3Record":
