@@ -5,6 +5,8 @@ name; the sync uses it too ("different" = anything but ``ok``), so a sync repair
 finds. Listings decide (S3 ListObjectsV2 against each destination's listing, with the size,
 CRC32C, MD5 and provenance every Cloud Storage listing returns); ``deep`` also reads each source
 object whose copy looks right, proves the bytes against S3's record and compares them with the copy.
+The deep read is of the state the listing saw (``IfMatch`` its ETag): an object replaced since is
+not read, and the listing's verdict stands.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _audit_page(audit: DestinationAudit, page: list, page_keys: set[str], bucket
     for name, item in mapped.items():
         kind = classify(item.state(bucket), held.get(name))
         if kind == OK and proofs is not None:
-            kind = proofs.compare(item.key, f"gs://{destination.bucket}/{name}", held[name])
+            kind = proofs.compare(item.key, item.etag, f"gs://{destination.bucket}/{name}", held[name])
         audit.add(kind, item.key)
     for name, copy in held.items():
         if name in mapped or (start and name <= start) or copy.source is None:
@@ -133,9 +135,10 @@ class _Proofs:
         self._bucket, self._source = bucket, source
         self._readings: dict[str, Any] = {}
 
-    def compare(self, key: str, where: str, held: HeldObject) -> str:
+    def compare(self, key: str, etag: str, where: str, held: HeldObject) -> str:
+        """``etag``: the listed state's; the read is pinned to it."""
         if key not in self._readings:
-            self._readings[key] = self._read(key)
+            self._readings[key] = self._read(key, etag)
         reading = self._readings[key]
         if isinstance(reading, GcsSyncError):
             return MISMATCHED if isinstance(reading, ChecksumMismatch) else OK
@@ -145,14 +148,14 @@ class _Proofs:
             return MISMATCHED
         return OK
 
-    def _read(self, key: str) -> Any:
+    def _read(self, key: str, etag: str) -> Any:
         try:
-            obj, body = self._source.open(self._bucket, key)
+            obj, body = self._source.open(self._bucket, key, etag=etag or None)
             try:
                 return self._source.read_into(obj, _Discard(), body)
             finally:
                 body.close()
-        except GcsSyncError as exc:  # gone since the listing, or unreadable: the listing's verdict stands
+        except GcsSyncError as exc:  # gone or replaced since the listing, or unreadable: the listing's verdict stands
             log.warning("audit could not read the source", extra={"fields": {
                 "source": f"s3://{self._bucket}/{key}", "error": str(exc)}})
             return exc

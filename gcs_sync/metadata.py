@@ -35,6 +35,9 @@ HEADER_FIELDS: tuple[tuple[str, str], ...] = (
 UNMAPPED_FIELDS = ("Expires", "WebsiteRedirectLocation", "ObjectLockMode", "ObjectLockLegalHoldStatus")
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+# S3 Express One Zone ("directory") buckets are named BASE--AZ-ID--x-s3; their ETags are not MD5s
+# of the bytes, even when they are 32 hex digits.
+DIRECTORY_BUCKET_SUFFIX = "--x-s3"
 _ACME = ".well-known/acme-challenge/"
 MAX_NAME_BYTES = 1024
 
@@ -110,12 +113,26 @@ def user_metadata(s3_metadata: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (s3_metadata or {}).items() if not k.lower().startswith(PROVENANCE_PREFIX)}
 
 
-def plain_md5(etag: str | None, *, encrypted_with_kms_or_customer_key: bool) -> str | None:
+def is_directory_bucket(bucket: str | None) -> bool:
+    """Whether ``bucket`` is an S3 directory bucket (S3 Express One Zone), by its name."""
+    return bool(bucket) and bucket.endswith(DIRECTORY_BUCKET_SUFFIX)
+
+
+def etag_is_digest(bucket: str | None, *, encrypted_with_kms_or_customer_key: bool) -> bool:
+    """Whether S3 derived the object's ETag from its bytes (an MD5, or the MD5 of its parts' MD5s).
+
+    Not for SSE-KMS / SSE-C objects, and never in directory buckets (S3 Express One Zone).
+    """
+    return not encrypted_with_kms_or_customer_key and not is_directory_bucket(bucket)
+
+
+def plain_md5(etag: str | None, *, encrypted_with_kms_or_customer_key: bool, bucket: str | None = None) -> str | None:
     """The object's MD5 (hex) when its ETag is one, else None.
 
-    Multipart ETags ("...-N") and the ETags of SSE-KMS / SSE-C objects are not MD5s of the bytes.
+    Multipart ETags ("...-N") and the ETags of SSE-KMS / SSE-C objects or of objects in directory
+    buckets (``bucket`` ending ``--x-s3``) are not MD5s of the bytes.
     """
-    if not etag or encrypted_with_kms_or_customer_key:
+    if not etag or not etag_is_digest(bucket, encrypted_with_kms_or_customer_key=encrypted_with_kms_or_customer_key):
         return None
     etag = etag.strip('"').lower()
     return etag if _PLAIN_MD5.match(etag) else None

@@ -9,14 +9,24 @@ of a finished copy, whatever wrote it.
 
 Proof names (recorded on the copy and in every result): ``crc64nvme``, ``crc32c``, ``crc32``,
 ``sha256``, ``sha1``, ``md5``, ``multipart-etag``, or ``none`` when S3 holds nothing that can be
-checked (SSE-KMS / SSE-C objects without an additional checksum): such a copy is checked against
-the bytes read alone.
+checked (SSE-KMS / SSE-C objects, or objects in directory buckets, without an additional
+checksum): such a copy is checked against the bytes read alone.
+
+Only S3's own record proves a copy. User metadata an uploader wrote beside the bytes (rclone's
+``md5chksum``, the whole object's MD5) is carried to the copy like any other user metadata but
+never taken as a proof: S3 did not compute it, and anyone who may write the object may write it.
+An rclone multipart upload is proven by its multipart ETag, which S3 computed from the parts it
+received.
+
+Where S3 (or an S3-compatible store) gives a CRC32 / CRC32C of a multipart object without saying
+whether it is full-object or composite (no ``ChecksumType``, no ``-N``), both are computed in the
+one read and the bytes decide (``Plan.undecided``). SHA-1 / SHA-256 of a multipart object can only
+be composite, and CRC64NVME only full-object.
 """
 
 from __future__ import annotations
 
 import base64
-import bisect
 import hashlib
 import os
 import re
@@ -29,7 +39,7 @@ from typing import Any, Mapping
 import google_crc32c
 
 from .errors import ChecksumMismatch
-from .metadata import Digests
+from .metadata import Digests, etag_is_digest
 
 CRC64NVME, CRC32C, CRC32, SHA256, SHA1 = "crc64nvme", "crc32c", "crc32", "sha256", "sha1"
 MD5, MULTIPART_ETAG, NONE = "md5", "multipart-etag", "none"
@@ -52,17 +62,19 @@ class S3Record:
     etag: str
     checksums: tuple[tuple[str, str], ...] = ()  # (algorithm, value as S3 gives it)
     checksum_type: str | None = None  # FULL_OBJECT / COMPOSITE, when S3 says
-    etag_is_digest: bool = True  # False for SSE-KMS / SSE-C: the ETag does not derive from the bytes
+    etag_is_digest: bool = True  # False for SSE-KMS / SSE-C and directory buckets: not derived from the bytes
 
     @classmethod
-    def from_response(cls, response: Mapping[str, Any]) -> "S3Record":
+    def from_response(cls, response: Mapping[str, Any], bucket: str | None = None) -> "S3Record":
+        """S3's record from a HEAD / GET answer; ``bucket``: the object's bucket (a directory
+        bucket's ETags are not digests)."""
         encrypted = response.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") or bool(
             response.get("SSECustomerAlgorithm"))
         return cls(
             etag=str(response.get("ETag", "")).strip('"').lower(),
             checksums=tuple((alg, str(response[f])) for f, alg in CHECKSUM_FIELDS if response.get(f)),
             checksum_type=response.get("ChecksumType") or None,
-            etag_is_digest=not encrypted,
+            etag_is_digest=etag_is_digest(bucket, encrypted_with_kms_or_customer_key=encrypted),
         )
 
 
@@ -73,6 +85,9 @@ class Plan:
     proof: str
     expected: str | None = None  # S3's value: base64 for checksums, hex for ETags; no "-N"
     parts: int = 0  # > 0: computed part by part over this many parts (composite, multipart ETag)
+    # S3 did not say whether ``expected`` (a CRC32 / CRC32C of a multipart object) is full-object or
+    # composite: both are computed (parts > 0) and the bytes match one or are refused.
+    undecided: bool = False
 
     @property
     def per_part(self) -> bool:
@@ -80,25 +95,33 @@ class Plan:
 
 
 def choose(record: S3Record) -> Plan:
-    """The cheapest proof S3 holds: a full-object checksum, else a composite one, else the ETag."""
-    composite: list[tuple[str, str, int]] = []
+    """The cheapest proof S3 holds: a full-object checksum, else a composite (or undecided) one,
+    else the ETag.
+
+    The type of a checksum shown without ``-N`` and without ``ChecksumType`` (moto, S3-compatible
+    stores, some HEAD answers): full-object for a single-part upload (its ETag has no ``-N``) and
+    for CRC64NVME; composite for SHA-1 / SHA-256 of a multipart object; for CRC32 / CRC32C of a
+    multipart object, undecided: the bytes decide. The ETag's ``-N`` gives the number of parts.
+    """
+    parts_from_etag = _MULTIPART_ETAG.match(record.etag)
+    etag_parts = int(parts_from_etag["parts"]) if parts_from_etag else 0
+    per_part: list[Plan] = []
     for algorithm, value in record.checksums:
         match = _COMPOSITE.match(value)
         if match:
-            composite.append((algorithm, match["value"], int(match["parts"])))
-        elif record.checksum_type != "COMPOSITE":
+            per_part.append(Plan(algorithm, match["value"], int(match["parts"])))
+        elif record.checksum_type == "FULL_OBJECT" or (record.checksum_type is None and (
+                not etag_parts or algorithm == CRC64NVME)):
             return Plan(algorithm, value)
-    parts_from_etag = _MULTIPART_ETAG.match(record.etag)
-    for algorithm, value, parts in composite:
-        return Plan(algorithm, value, parts)
-    if record.checksum_type == "COMPOSITE" and record.checksums and parts_from_etag:
-        # A composite value shown without its "-N" (some HEAD answers): the ETag gives N.
-        algorithm, value = record.checksums[0]
-        return Plan(algorithm, value, int(parts_from_etag["parts"]))
+        elif etag_parts:  # COMPOSITE shown without "-N", or a multipart object's checksum of no stated type
+            undecided = record.checksum_type is None and algorithm in (CRC32, CRC32C)
+            per_part.append(Plan(algorithm, value, etag_parts, undecided=undecided))
+    if per_part:
+        return per_part[0]
     if record.etag_is_digest and _PLAIN_MD5.match(record.etag):
         return Plan(MD5, record.etag)
     if record.etag_is_digest and parts_from_etag:
-        return Plan(MULTIPART_ETAG, record.etag.split("-")[0], int(parts_from_etag["parts"]))
+        return Plan(MULTIPART_ETAG, record.etag.split("-")[0], etag_parts)
     return Plan(NONE)
 
 
@@ -155,15 +178,19 @@ def hasher(algorithm: str) -> Any:
 
 class Reading(Digests):
     """Every digest one read needs, fed in order: the CRC32C of the whole (what Cloud Storage
-    checks), its MD5 when S3's ETag is one, and the chosen proof (whole, or part by part).
+    checks), its MD5 when S3's ETag is one, and the chosen proof (whole, part by part, or both
+    when the plan is undecided).
 
-    ``part_sizes``: the sizes of the object's parts, for a proof computed part by part.
+    ``part_sizes``: the sizes of the object's parts, for a proof computed part by part. An empty
+    part (a zero-byte object uploaded as one empty part, a last part of 0 bytes) adds no byte to
+    the read but still has its digest among the parts'.
     """
 
     def __init__(self, plan: Plan, part_sizes: list[int] | None = None) -> None:
         super().__init__(md5=plan.proof == MD5)
         self.plan = plan
-        self._whole = None if plan.per_part or plan.proof in (NONE, MD5, CRC32C) else hasher(plan.proof)
+        whole = (not plan.per_part or plan.undecided) and plan.proof not in (NONE, MD5, CRC32C)
+        self._whole = hasher(plan.proof) if whole else None
         self._part_algorithm = MD5 if plan.proof == MULTIPART_ETAG else plan.proof
         self._ends: list[int] = []
         if plan.per_part:
@@ -176,6 +203,7 @@ class Reading(Digests):
                 self._ends.append(total)
         self._part_digests: list[bytes] = []
         self._part = hasher(self._part_algorithm) if plan.per_part else None
+        self._close_parts(0)  # empty parts at the start: an empty object of one empty part
 
     def update(self, chunk: bytes) -> None:
         start = self.size
@@ -185,21 +213,30 @@ class Reading(Digests):
         if self._part is None:
             return
         offset, rest = start, chunk
+        ends, index = self._ends, len(self._part_digests)
         while rest:
-            index = bisect.bisect_right(self._ends, offset)
-            end = self._ends[index] if index < len(self._ends) else offset + len(rest)
+            end = ends[index] if index < len(ends) else offset + len(rest)
             take = min(len(rest), end - offset)
             # Sliced only where a part ends inside the chunk (once per part).
             self._part.update(rest if take == len(rest) else rest[:take])
             offset += take
             rest = rest[take:] if take < len(rest) else b""
-            if offset == end and index < len(self._ends):
-                self._part_digests.append(self._part.digest())
-                self._part = hasher(self._part_algorithm)
+            index = self._close_parts(offset)
+
+    def _close_parts(self, offset: int) -> int:
+        """Digest every part that ends at ``offset`` (more than one when parts are empty); the
+        index of the part being read."""
+        index = len(self._part_digests)
+        while self._part is not None and index < len(self._ends) and self._ends[index] <= offset:
+            self._part_digests.append(self._part.digest())
+            self._part = hasher(self._part_algorithm)
+            index += 1
+        return index
 
     @property
     def computed(self) -> str | None:
-        """The proof's value over the bytes read, in the form S3 gives it (without ``-N``)."""
+        """The proof's value over the bytes read, in the form S3 gives it (without ``-N``); for an
+        undecided plan, the composite one."""
         plan = self.plan
         if plan.proof == NONE:
             return None
@@ -210,22 +247,31 @@ class Reading(Digests):
             combined.update(b"".join(self._part_digests))
             digest = combined.digest()
             return digest.hex() if plan.proof == MULTIPART_ETAG else _b64(digest)
-        if plan.proof == CRC32C:
+        return self.computed_whole
+
+    @property
+    def computed_whole(self) -> str | None:
+        """The full-object checksum of the bytes read (None when the plan has none)."""
+        if self.plan.proof == CRC32C:
             return self.crc32c_b64
-        return _b64(self._whole.digest())
+        return None if self._whole is None else _b64(self._whole.digest())
 
     def check(self, where: str) -> None:
         """Raise ``SourceCorrupt`` when the bytes read are not those S3 recorded."""
         plan = self.plan
         if plan.proof == NONE:
             return
+        if plan.undecided and self.computed_whole == plan.expected:
+            return  # S3's value is the full-object one
         if plan.per_part and len(self._part_digests) != plan.parts:
             raise SourceCorrupt(f"{where}: read {len(self._part_digests)} of the {plan.parts} parts S3 "
                                 f"recorded; will retry")
         if self.computed != plan.expected:
+            read = (f"full object {self.computed_whole}, of its {plan.parts} parts {self.computed}"
+                    if plan.undecided else self.computed)
             raise SourceCorrupt(
                 f"{where}: the bytes read do not match S3's {plan.proof} record of the object "
-                f"(S3: {plan.expected}, read: {self.computed}); nothing was written, will retry")
+                f"(S3: {plan.expected}, read: {read}); nothing was written, will retry")
 
 
 class SourceCorrupt(ChecksumMismatch):

@@ -91,7 +91,7 @@ def slice_ranges(size: int, slice_bytes: int, part_sizes: list[int] | None = Non
         ranges: list[Range] = []
         start, group, first = 0, [], 1
         for number, part in enumerate(part_sizes, 1):
-            if group and sum(group) + part > slice_bytes:
+            if sum(group) and part and sum(group) + part > slice_bytes:  # an empty part never is a slice of its own
                 ranges.append(Range(start, start + sum(group), tuple(group), first))
                 start, group, first = start + sum(group), [], number
             group.append(part)
@@ -143,8 +143,8 @@ class SliceReading(Reading):
     def __init__(self, object_plan: Plan, parts: tuple[int, ...]):
         per_part = object_plan.per_part and bool(parts)
         super().__init__(Plan(object_plan.proof, None, len(parts)) if per_part else Plan(NONE), list(parts))
-        self.whole = hasher(object_plan.proof) if (not object_plan.per_part and object_plan.proof in
-                                                    (CRC32, CRC64NVME)) else None
+        self.whole = hasher(object_plan.proof) if ((not object_plan.per_part or object_plan.undecided) and
+                                                   object_plan.proof in (CRC32, CRC64NVME)) else None
 
     def update(self, chunk: bytes) -> None:
         super().update(chunk)
@@ -302,7 +302,7 @@ class Slicer:
     def _ranges(self, obj: SourceObject) -> list[Range]:
         plan = obj.plan
         parts = plan.parts if plan.per_part else _parts_in_etag(obj.etag)
-        sizes = self.source.part_sizes(obj, parts) if parts >= 1 else None
+        sizes = self.source.part_sizes(obj, parts) if parts > 1 or plan.per_part else None
         return slice_ranges(obj.size, self.settings.slice_mb * MIB, sizes)
 
     # ------------------------------------------------------------ one slice task
@@ -528,7 +528,7 @@ def prove_slices(task: SliceTask, plan: Plan, slices: list[TempObject]) -> tuple
         problems.append(f"the slices hold {end} bytes, the object {task.size}")
     crc32c = combine_b64(CRC32C, [(s.crc32c or "", s.size) for s in slices]) if not problems else ""
     proof = whole_proof(plan)
-    if problems or proof == NONE:
+    if problems or proof == NONE or _whole_decides(plan, crc32c, slices):
         return crc32c, proof, problems
     if plan.per_part:
         digests = [d for s in slices for d in (s.metadata.get(SLICE_PARTS) or "").split(",") if d]
@@ -575,6 +575,15 @@ def compose_levels(store: SliceStore, destination: Destination, sources: list[Te
             composed.append(item)
         sources = composed
     return sources
+
+
+def _whole_decides(plan: Plan, crc32c: str, slices: list[TempObject]) -> bool:
+    """An undecided plan (``proof.Plan.undecided``) whose value is the slices' combined full-object CRC."""
+    if not plan.undecided:
+        return False
+    whole = crc32c if plan.proof == CRC32C else combine_b64(plan.proof, [(s.metadata.get(SLICE_WHOLE) or "", s.size)
+                                                                        for s in slices])
+    return whole == plan.expected
 
 
 def _part_algorithm(proof: str) -> str:

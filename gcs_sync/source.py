@@ -81,7 +81,8 @@ class SourceObject:
 class Source(Protocol):
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject: ...
 
-    def open(self, bucket: str, key: str, version_id: str | None = None) -> tuple[SourceObject, Any]: ...
+    def open(self, bucket: str, key: str, version_id: str | None = None, *,
+             etag: str | None = None) -> tuple[SourceObject, Any]: ...
 
     def read_into(self, obj: SourceObject, sink: BinaryIO, body: Any = None) -> Reading: ...
 
@@ -133,24 +134,30 @@ class S3Source:
         self._s3 = client
         self._deadline = deadline or Deadline()
         self._parts, self._part_size = parts, part_size
+        self._pin_parts = True  # False once the store is seen comparing IfMatch with each part's ETag
         bind_deadline(client, self._deadline)
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> SourceObject:
         return _source_object(bucket, key, self._ask("HEAD", self._s3.head_object, bucket, key, version_id))
 
-    def open(self, bucket: str, key: str, version_id: str | None = None) -> tuple[SourceObject, Any]:
+    def open(self, bucket: str, key: str, version_id: str | None = None, *,
+             etag: str | None = None) -> tuple[SourceObject, Any]:
         """One GET: the object's state and its body, not read yet (the caller reads or closes it).
 
         The state and the bytes come from the same response, so they always belong together;
-        a resumed read is then pinned to that state's version / ETag.
+        a resumed read is then pinned to that state's version / ETag. ``etag``: only that state
+        (``IfMatch``); another raises ``SourceChanged``.
         """
-        response = self._ask("GET", self._s3.get_object, bucket, key, version_id)
+        response = self._ask("GET", self._s3.get_object, bucket, key, version_id, etag)
         return _source_object(bucket, key, response), response["Body"]
 
-    def _ask(self, operation: str, call: Any, bucket: str, key: str, version_id: str | None) -> dict:
+    def _ask(self, operation: str, call: Any, bucket: str, key: str, version_id: str | None,
+             etag: str | None = None) -> dict:
         params = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}  # S3's record of the bytes
         if version_id:
             params["VersionId"] = version_id
+        if etag:
+            params["IfMatch"] = f'"{etag}"'
         where = _where(bucket, key, version_id)
         try:
             return call(**params)
@@ -171,10 +178,7 @@ class S3Source:
         backoff.
         """
         plan = obj.plan
-        sizes = None
-        if plan.per_part:
-            sizes = [obj.size] if plan.parts == 1 else self.part_sizes(obj, plan.parts)
-        digests = Reading(plan, sizes)
+        digests = Reading(plan, self.part_sizes(obj, plan.parts) if plan.per_part else None)
         if self._parts > 1 and obj.size > self._part_size:
             if body is not None:
                 body.close()  # the parts are asked for by range
@@ -190,13 +194,36 @@ class S3Source:
         return digests
 
     def part_sizes(self, obj: SourceObject, parts: int) -> list[int]:
-        """The sizes of a multipart object's parts, from a HEAD of each part (pinned to the version
-        when there is one; a changed object then fails its proof and is read again)."""
+        """The sizes of a multipart object's parts (one part: the object's size), from a HEAD of
+        each part pinned to the state: its version, else its ETag (``IfMatch``).
 
+        S3 answers a part's HEAD with the object's ETag; a store that compares ``IfMatch`` with the
+        part's own ETag (moto) refuses every part while the object itself still matches: the
+        parts are then asked unpinned (from then on, by this reader), and a changed object fails
+        its proof and is read again.
+        """
+        if parts <= 1:
+            return [obj.size] if parts == 1 else []
+        try:
+            sizes = self._part_heads(obj, parts, pinned=obj.version_id is None and self._pin_parts)
+        except SourceChanged:
+            self._ask("HEAD", self._s3.head_object, obj.bucket, obj.key, obj.version_id, obj.etag)  # raises if changed
+            log.info("part HEADs unpinned: the store compares IfMatch with each part's ETag", extra={"fields": {
+                "source": obj.url}})
+            self._pin_parts = False
+            sizes = self._part_heads(obj, parts, pinned=False)
+        if sum(sizes) != obj.size:
+            raise SourceCorrupt(f"{obj.url}: its {parts} parts add up to {sum(sizes)} bytes, not {obj.size}; "
+                                "will retry")
+        return sizes
+
+    def _part_heads(self, obj: SourceObject, parts: int, *, pinned: bool) -> list[int]:
         def size_of(number: int) -> int:
             params = {"Bucket": obj.bucket, "Key": obj.key, "PartNumber": number}
             if obj.version_id:
                 params["VersionId"] = obj.version_id
+            elif pinned:
+                params["IfMatch"] = f'"{obj.etag}"'
             try:
                 response = self._s3.head_object(**params)
             except ClientError as exc:
@@ -208,14 +235,8 @@ class S3Source:
                 raise SourceCorrupt(f"{obj.url}: S3 reports {count} parts, its record names {parts}; will retry")
             return int(response.get("ContentLength", 0))
 
-        if parts <= 1:
-            return [obj.size]
         with ThreadPoolExecutor(min(8, parts), thread_name_prefix="gcs-sync-s3-part-head") as pool:
-            sizes = list(pool.map(size_of, range(1, parts + 1)))
-        if sum(sizes) != obj.size:
-            raise SourceCorrupt(f"{obj.url}: its {parts} parts add up to {sum(sizes)} bytes, not {obj.size}; "
-                                "will retry")
-        return sizes
+            return list(pool.map(size_of, range(1, parts + 1)))
 
     def read_range(self, obj: SourceObject, sink: Any, digests: Digests, start: int, end: int) -> None:
         """Bytes ``start``..``end`` (exclusive) of the pinned state into ``sink``, retried like any read."""
@@ -353,7 +374,7 @@ def _source_object(bucket: str, key: str, response: dict) -> SourceObject:
         headers=headers,
         user_metadata=dict(response.get("Metadata") or {}),
         unmapped=tuple(f for f in UNMAPPED_FIELDS if response.get(f)),
-        record=S3Record.from_response(response),
+        record=S3Record.from_response(response, bucket),
     )
 
 

@@ -66,6 +66,105 @@ def test_the_cheapest_record_s3_holds_is_chosen(response, expected):
     assert choose(S3Record.from_response(response)) == expected
 
 
+MULTIPART = '"728d947792886ef6d048956d0a336f63-2"'
+
+
+@pytest.mark.parametrize(("response", "expected"), [
+    # No ChecksumType and no "-N" (moto's HEAD, S3-compatible stores): a multipart object's CRC32 /
+    # CRC32C may be either kind: the bytes decide; SHA-1 / SHA-256 can only be composite, CRC64NVME
+    # only full-object; a single-part upload's checksum is full-object.
+    ({"ETag": MULTIPART, "ChecksumCRC32": "iJEDpA=="}, Plan("crc32", "iJEDpA==", 2, undecided=True)),
+    ({"ETag": MULTIPART, "ChecksumCRC32C": "6yMOCw=="}, Plan("crc32c", "6yMOCw==", 2, undecided=True)),
+    ({"ETag": MULTIPART, "ChecksumSHA256": "LPJN="}, Plan("sha256", "LPJN=", 2)),
+    ({"ETag": MULTIPART, "ChecksumSHA1": "qvTG="}, Plan("sha1", "qvTG=", 2)),
+    ({"ETag": MULTIPART, "ChecksumCRC64NVME": "M3eFcAZSQlc="}, Plan("crc64nvme", "M3eFcAZSQlc=")),
+    ({"ETag": '"5d41402abc4b2a76b9719d911017c592"', "ChecksumCRC32C": "mnG7TA=="}, Plan("crc32c", "mnG7TA==")),
+    # S3 said which: no guessing.
+    ({"ETag": MULTIPART, "ChecksumCRC32": "iJEDpA==", "ChecksumType": "FULL_OBJECT"}, Plan("crc32", "iJEDpA==")),
+    ({"ETag": MULTIPART, "ChecksumCRC32C": "6yMOCw==", "ChecksumType": "COMPOSITE"}, Plan("crc32c", "6yMOCw==", 2)),
+    # A one-part multipart upload: ETag and composite checksum ending "-1".
+    ({"ETag": '"aea50a3df6771e52c1ee242cc8a0d6d0-1"', "ChecksumCRC32C": "YNaDgA==-1", "ChecksumType": "COMPOSITE"},
+     Plan("crc32c", "YNaDgA==", 1)),
+    ({"ETag": '"aea50a3df6771e52c1ee242cc8a0d6d0-1"'}, Plan("multipart-etag", "aea50a3df6771e52c1ee242cc8a0d6d0", 1)),
+])
+def test_a_checksum_of_no_stated_type_is_decided_by_what_s3_allows(response, expected):
+    assert choose(S3Record.from_response(response)) == expected
+
+
+@pytest.mark.parametrize(("response", "directory", "general"), [
+    # 32 hex digits, and still not an MD5 in a directory bucket.
+    ({"ETag": '"5d41402abc4b2a76b9719d911017c592"'}, Plan("none"), Plan("md5", "5d41402abc4b2a76b9719d911017c592")),
+    ({"ETag": MULTIPART}, Plan("none"), Plan("multipart-etag", "728d947792886ef6d048956d0a336f63", 2)),
+    ({"ETag": '"5d41402abc4b2a76b9719d911017c592"', "ChecksumCRC32": "NhCmhg=="}, Plan("crc32", "NhCmhg=="),
+     Plan("crc32", "NhCmhg==")),
+])
+def test_a_directory_buckets_etag_is_never_taken_for_a_digest(response, directory, general):
+    assert choose(S3Record.from_response(response, "logs--use1-az4--x-s3")) == directory
+    assert choose(S3Record.from_response(response, "logs--use1-az4")) == general
+
+
+def _read(plan: Plan, data: bytes, sizes: list[int] | None = None, chunk: int = 777) -> Reading:
+    reading = Reading(plan, sizes)
+    for i in range(0, len(data), chunk):
+        reading.update(data[i:i + chunk])
+    return reading
+
+
+def test_a_zero_byte_object_of_one_empty_part_is_proven_by_its_multipart_etag():
+    plan = choose(S3Record(etag="59adb24ef3cdbe0297f05b395827453f-1"))  # MD5 of the empty part's MD5, -1
+    assert plan == Plan("multipart-etag", "59adb24ef3cdbe0297f05b395827453f", 1)
+    reading = _read(plan, b"", [0])
+    reading.check("s3://b/empty")  # no byte read, and still one part
+    assert reading.computed == plan.expected and reading.size == 0
+
+
+@pytest.mark.parametrize("sizes", [[6000, 0], [0, 6000], [3000, 0, 3000], [6000, 0, 0]],
+                         ids=["last empty", "first empty", "middle empty", "two last empty"])
+@pytest.mark.parametrize("algorithm", ["md5", "crc32c", "sha256"])
+def test_an_empty_part_counts_in_the_composite_and_adds_no_byte(sizes, algorithm):
+    data = os.urandom(sum(sizes))
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(data[start:start + size])
+        start += size
+    digest = (lambda d: hashlib.md5(d).digest()) if algorithm == "md5" else HASH[algorithm]
+    combined = digest(b"".join(digest(p) for p in pieces))
+    if algorithm == "md5":
+        plan = choose(S3Record(etag=f"{combined.hex()}-{len(sizes)}"))
+    else:
+        plan = Plan(algorithm, b64(combined), len(sizes))
+    for chunk in (1000, 3000, 6000, 7000):  # part ends inside, at and beyond a chunk's end
+        reading = _read(plan, data, sizes, chunk)
+        reading.check("s3://b/k")
+    # The same bytes without the empty part are another object.
+    fewer = [s for s in sizes if s] or [0]
+    with pytest.raises(ValueError):
+        Reading(plan, fewer)
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "crc32c"])
+@pytest.mark.parametrize("kind", ["full object", "composite"])
+def test_an_undecided_crc_is_proven_by_whichever_the_bytes_match(algorithm, kind):
+    parts = [os.urandom(5000), os.urandom(5000), os.urandom(77)]
+    data = b"".join(parts)
+    value = (HASH[algorithm](data) if kind == "full object"
+             else HASH[algorithm](b"".join(HASH[algorithm](p) for p in parts)))
+    plan = choose(S3Record.from_response({"ETag": '"0123456789abcdef0123456789abcdef-3"',
+                                          f"Checksum{algorithm.upper()}": b64(value)}))
+    assert plan.undecided and plan.parts == 3
+    _read(plan, data, [len(p) for p in parts]).check("s3://b/k")
+    flipped = data[:100] + bytes([data[100] ^ 1]) + data[101:]
+    with pytest.raises(SourceCorrupt, match=r"full object .*, of its 3 parts "):
+        _read(plan, flipped, [len(p) for p in parts]).check("s3://b/k")
+    # Other part boundaries: still the full object's value when that is S3's, never the composite.
+    shifted = _read(plan, data, [4999, 5001, 77])
+    if kind == "full object":
+        shifted.check("s3://b/k")
+    else:
+        with pytest.raises(SourceCorrupt):
+            shifted.check("s3://b/k")
+
+
 def test_hello_matches_the_values_s3_gives():
     # What S3 (and moto) return for the 5 bytes "hello" with each algorithm.
     known = {"crc32": "NhCmhg==", "crc32c": "mnG7TA==", "crc64nvme": "M3eFcAZSQlc=",
@@ -166,3 +265,11 @@ def test_a_copy_that_disagrees_with_its_provenance_says_why():
     old = SourceState("src", "k", None, "e-2", None, size=3)
     assert copy_disagrees(old, **{**good, "crc32c": "AAAAAA=="}) is None
     assert copy_disagrees(old, **{**good, "size": 4}) is not None
+
+
+def test_plain_md5_is_none_in_a_directory_bucket():
+    from gcs_sync.metadata import plain_md5
+
+    etag = '"5d41402abc4b2a76b9719d911017c592"'
+    assert plain_md5(etag, encrypted_with_kms_or_customer_key=False, bucket="b") == etag.strip('"')
+    assert plain_md5(etag, encrypted_with_kms_or_customer_key=False, bucket="b--use1-az4--x-s3") is None
