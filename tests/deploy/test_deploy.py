@@ -136,8 +136,8 @@ def test_role_is_least_privilege(template):
     assert role["AssumeRolePolicyDocument"]["Statement"] == [{
         "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole",
     }]
-    assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}]
+    # No managed policy: AWSLambdaBasicExecutionRole may write to every log group of the account.
+    assert "ManagedPolicyArns" not in role
 
     statements = _role_statements(template)
     actions = [a for s in statements for a in _as_list(s["Action"])]
@@ -145,19 +145,72 @@ def test_role_is_least_privilege(template):
     assert not any("*" in a for a in actions), actions
     assert not any(a.lower().startswith(("s3:put", "s3:delete")) for a in actions), actions
     assert {a for a in actions if a.startswith("s3:")} == {
-        "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions"}
+        "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:GetObjectLegalHold",
+        "s3:ListBucket", "s3:ListBucketVersions"}
     assert all(s.get("Resource") not in ("*", ["*"]) for s in statements)
     assert not any("NotAction" in s or "NotResource" in s for s in statements)
 
     by_actions = {frozenset(_as_list(s["Action"])): s["Resource"] for s in statements}
     bucket = "arn:${AWS::Partition}:s3:::${SourceBucketName}"
-    assert by_actions[frozenset({"s3:GetObject", "s3:GetObjectVersion"})] == {"Fn::Sub": bucket + "/*"}
+    # HeadObject returns Object Lock retention and legal hold only with the last two (holds=source).
+    assert by_actions[frozenset({"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention",
+                                 "s3:GetObjectLegalHold"})] == {"Fn::Sub": bucket + "/*"}
     assert by_actions[frozenset({"s3:ListBucket", "s3:ListBucketVersions"})] == {"Fn::Sub": bucket}
     # Other services: the failure queue, the work queue (queue variant), the bucket's KMS key.
     others = {a for a in actions if not a.startswith("s3:")}
     assert others <= {
         "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-        "sqs:ChangeMessageVisibility", "kms:Decrypt"}
+        "sqs:ChangeMessageVisibility", "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_role_writes_only_to_its_own_log_group(template):
+    """Logs: the function's own group, created by the stack with a retention, and nothing else."""
+    statements = [s for s in _role_statements(template) if any(a.startswith("logs:") for a in _as_list(s["Action"]))]
+    assert len(statements) == 1
+    statement, = statements
+    assert sorted(_as_list(statement["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert statement["Resource"] == {"Fn::Sub": (
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${FunctionLogGroup}:*")}
+    group = template["Resources"]["FunctionLogGroup"]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    assert group["Properties"]["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${AWS::StackName}"}
+    function = template["Resources"]["Function"]["Properties"]
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "FunctionLogGroup"}}
+
+
+@pytest.mark.parametrize(("parameter", "condition", "good", "bad"), [
+    ("ReservedConcurrency", "HasReservedConcurrency", ["", "1", "50", "99999"], ["0", "-1", "x", "100000"]),
+    ("QueueMaximumConcurrency", "HasQueueMaximumConcurrency", ["", "2", "10", "999", "1000"],
+     ["0", "1", "1001", "x"]),
+])
+def test_concurrency_caps_are_unset_by_default(template, parameter, condition, good, bad):
+    spec = template["Parameters"][parameter]
+    assert spec["Default"] == ""
+    pattern = re.compile(spec["AllowedPattern"])
+    assert all(pattern.fullmatch(v) for v in good) and not any(pattern.fullmatch(v) for v in bad)
+    assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+    resources = template["Resources"]
+    if parameter == "ReservedConcurrency":
+        value = resources["Function"]["Properties"]["ReservedConcurrentExecutions"]
+        assert value == {"Fn::If": [condition, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+    else:
+        value = resources["WorkQueueEventSourceMapping"]["Properties"]["ScalingConfig"]
+        assert value == {"Fn::If": [condition, {"MaximumConcurrency": {"Ref": parameter}}, {"Ref": "AWS::NoValue"}]}
+
+
+def test_defaults_copy_objects_of_any_size(template):
+    """The work queue is on by default and is SLICE_QUEUE_URL: an object too large for one
+    invocation is sliced instead of failing."""
+    assert template["Parameters"]["UseQueue"]["Default"] == "true"
+    variables = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["SLICE_QUEUE_URL"] == {"Fn::If": ["UseQueue", {"Ref": "WorkQueue"}, ""]}
+    assert template["Conditions"]["UseQueue"] == {"Fn::Equals": [{"Ref": "UseQueue"}, "true"]}
+    # The role may send the slices to that queue, and it is the trigger.
+    sends = [s for s in _role_statements(template) if s["Action"] == "sqs:SendMessage"]
+    assert {"Fn::GetAtt": ["WorkQueue", "Arn"]} in [s["Resource"] for s in sends]
+    mapping = template["Resources"]["WorkQueueEventSourceMapping"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
 
 
 def test_async_failures_go_to_a_queue_the_role_may_send_to(template):
