@@ -59,6 +59,12 @@ Optional:
                               (the doctor's bucket checks then report it).
   --no-lifecycle              Leave the buckets' lifecycle rules alone (remove abandoned slice
                               temporaries yourself).
+  --prefix-condition          For a --bucket gs://BUCKET/PREFIX/, grant the role under an IAM
+                              condition: objects under PREFIX and .gcs-sync-slices/ only (and the
+                              bucket itself: its settings and listing). Needs uniform bucket-level
+                              access on the bucket. Give every destination of the bucket; one at
+                              its root grants the whole bucket. A changed prefix adds a binding:
+                              remove the old one with remove-iam-policy-binding.
   --dry-run                   Print the gcloud commands, one per line and quoted so they can be
                               pasted into a shell, and run nothing (gcloud is not needed).
   -h, --help                  Show this help.
@@ -118,6 +124,7 @@ ROLE_ID=gcsSyncWriter
 HOLDS=false
 BUCKET_ROLE=""
 LIFECYCLE=true
+PREFIX_CONDITION=false
 # Abandoned slice temporaries: deleted 2 days after their creation (a copy takes minutes to hours).
 SLICES_PREFIX=.gcs-sync-slices/
 SLICES_AGE_DAYS=2
@@ -156,6 +163,7 @@ while [[ $# -gt 0 ]]; do
     --bucket-role=*) BUCKET_ROLE=${1#*=}; shift ;;
     --holds) HOLDS=true; shift ;;
     --no-lifecycle) LIFECYCLE=false; shift ;;
+    --prefix-condition) PREFIX_CONDITION=true; shift ;;
     --dry-run) DRY_RUN=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument: $1" ;;
@@ -183,19 +191,32 @@ fi
 
 [[ ${#BUCKETS[@]} -gt 0 ]] || die "--bucket is required: give each destination bucket as --bucket gs://BUCKET"
 BUCKET_NAMES=()
+BUCKET_OBJECTS=()   # per bucket (--prefix-condition): the CEL test of the objects it may touch, or "" for all
 for bucket in "${BUCKETS[@]}"; do
-  if [[ ! $bucket =~ ^gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(/.*)?$ ]]; then
+  if [[ ! $bucket =~ ^gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(/(.*))?$ ]]; then
     die "--bucket: '$bucket' is not gs://BUCKET_NAME (a bucket name is 3-63 lowercase letters, digits, '-', '_', '.')"
   fi
-  name=${BASH_REMATCH[1]}
-  if [[ -n ${BASH_REMATCH[2]} && ${BASH_REMATCH[2]} != / ]]; then
-    note "--bucket $bucket: IAM roles are granted per bucket; granting on gs://$name"
+  name=${BASH_REMATCH[1]} prefix=${BASH_REMATCH[3]}
+  if [[ -n $prefix && $PREFIX_CONDITION == false ]]; then
+    note "--bucket $bucket: IAM roles are granted per bucket; granting on gs://$name (--prefix-condition limits it to the prefix)"
   fi
-  seen=false
-  for known in ${BUCKET_NAMES[@]+"${BUCKET_NAMES[@]}"}; do
-    [[ $known == "$name" ]] && seen=true
+  if [[ $PREFIX_CONDITION == true && $prefix == *[,\"\\]* ]]; then
+    die "--bucket $bucket: with --prefix-condition the prefix may not hold a comma, a double quote or a backslash"
+  fi
+  scope="resource.name.startsWith(\"projects/_/buckets/$name/objects/$prefix\")"
+  [[ -n $prefix ]] || scope=""
+  index=-1
+  for i in ${BUCKET_NAMES[@]+"${!BUCKET_NAMES[@]}"}; do
+    [[ ${BUCKET_NAMES[$i]} == "$name" ]] && index=$i
   done
-  [[ $seen == true ]] || BUCKET_NAMES+=("$name")
+  if [[ $index -lt 0 ]]; then
+    BUCKET_NAMES+=("$name")
+    BUCKET_OBJECTS+=("$scope")
+  elif [[ -z $scope || -z ${BUCKET_OBJECTS[$index]} ]]; then
+    BUCKET_OBJECTS[index]=""   # one destination is the whole bucket
+  else
+    BUCKET_OBJECTS[index]+=" || $scope"
+  fi
 done
 
 for pair in "--pool:$POOL" "--provider:$PROVIDER"; do
@@ -483,9 +504,18 @@ if [[ -z $BUCKET_ROLE ]]; then
   BUCKET_ROLE="projects/$PROJECT/roles/$ROLE_ID"
   create_or_update_role
 fi
-for name in "${BUCKET_NAMES[@]}"; do
-  run_retry gcloud storage buckets add-iam-policy-binding "gs://$name" \
-    --member="serviceAccount:$SA_EMAIL" --role="$BUCKET_ROLE"
+for i in "${!BUCKET_NAMES[@]}"; do
+  name=${BUCKET_NAMES[$i]}
+  if [[ $PREFIX_CONDITION == true && -n ${BUCKET_OBJECTS[$i]} ]]; then
+    # The bucket itself (its settings, listing) and only the destinations' objects and the
+    # slice temporaries. IAM conditions need the bucket's uniform bucket-level access.
+    run_retry gcloud storage buckets add-iam-policy-binding "gs://$name" \
+      --member="serviceAccount:$SA_EMAIL" --role="$BUCKET_ROLE" \
+      --condition="expression=resource.type == \"storage.googleapis.com/Bucket\" || ${BUCKET_OBJECTS[$i]} || resource.name.startsWith(\"projects/_/buckets/$name/objects/$SLICES_PREFIX\"),title=gcs-sync destinations"
+  else
+    run_retry gcloud storage buckets add-iam-policy-binding "gs://$name" \
+      --member="serviceAccount:$SA_EMAIL" --role="$BUCKET_ROLE"
+  fi
 done
 
 # 5. Abandoned slice temporaries: a lifecycle rule merged with each bucket's own rules.

@@ -721,3 +721,29 @@ def test_no_lifecycle_leaves_the_buckets_rules_alone(tmp_path, bare_path):
     assert "gcloud storage buckets describe gs://bucket-a --raw --format=json" in notes
     assert "gcloud storage buckets update gs://bucket-b --lifecycle-file=slices-lifecycle.json" in notes
     assert json.dumps(SLICES_RULE) in notes
+
+
+def test_prefix_condition_limits_the_grant_to_the_destinations_and_the_slices(tmp_path, bare_path):
+    result = run_setup(
+        "--dry-run", "--project", PROJECT, "--aws-account-id", ACCOUNT, "--aws-role-name", ROLE,
+        "--project-number", NUMBER, "--prefix-condition",
+        "--bucket", "gs://bucket-a/x/", "--bucket", "gs://bucket-a/y z/",  # two prefixes: both
+        "--bucket", "gs://bucket-b/p/", "--bucket", "gs://bucket-b",       # one at the root: whole bucket
+        path=bare_path)
+    assert result.returncode == 0, result.stderr
+    grants = {c[4]: c for c in commands(result.stdout) if c[:4] == ["gcloud", "storage", "buckets", "add-iam-policy-binding"]}
+    assert set(grants) == {"gs://bucket-a", "gs://bucket-b"}
+    assert not any(w.startswith("--condition") for w in grants["gs://bucket-b"])
+    condition, = [w for w in grants["gs://bucket-a"] if w.startswith("--condition=")]
+    objects = "projects/_/buckets/bucket-a/objects/"
+    assert condition == (
+        '--condition=expression=resource.type == "storage.googleapis.com/Bucket"'
+        f' || resource.name.startsWith("{objects}x/") || resource.name.startsWith("{objects}y z/")'
+        f' || resource.name.startsWith("{objects}.gcs-sync-slices/"),title=gcs-sync destinations')
+    # Pasted into a shell, gcloud gets the same single argument.
+    assert any(line.startswith("gcloud storage buckets add-iam-policy-binding gs://bucket-a ")
+               and shlex.split(line)[-1] == condition for line in result.stdout.splitlines())
+
+    refused = run_setup("--dry-run", *_without("--bucket"), "--bucket", 'gs://bucket-a/a,b/', "--prefix-condition",
+                        path=bare_path)
+    assert refused.returncode != 0 and "--prefix-condition" in refused.stderr
