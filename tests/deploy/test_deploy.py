@@ -296,6 +296,21 @@ def test_existing_bucket_uses_an_eventbridge_rule(template):
     assert template["Conditions"]["SourceBucketExists"] == {"Fn::Equals": [{"Ref": "SourceBucketExists"}, "true"]}
 
 
+def test_events_the_rule_cannot_deliver_are_kept_in_the_failure_queue(template):
+    """EventBridge drops an event it could not deliver unless its target has a dead-letter
+    queue; the failure queue takes them, from that rule only."""
+    target, = template["Resources"]["SourceEventRule"]["Properties"]["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["FailureQueue", "Arn"]}}
+    policy = template["Resources"]["FailureQueuePolicy"]
+    assert policy["Condition"] == "SourceBucketExists"
+    assert policy["Properties"]["Queues"] == [{"Ref": "FailureQueue"}]
+    statement, = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "sqs:SendMessage")
+    assert statement["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["SourceEventRule", "Arn"]}}}
+
+
 def test_outputs_give_what_the_google_side_needs(template):
     outputs = template["Outputs"]
     assert outputs["RoleName"]["Value"] == {"Ref": "FunctionRole"}
