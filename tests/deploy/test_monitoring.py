@@ -340,3 +340,14 @@ def test_dashboard_url_output(template):
     assert template["Resources"]["Dashboard"]["Type"] == "AWS::CloudWatch::Dashboard"
     url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
     assert url.endswith("#dashboards:name=${Dashboard}")
+
+
+def test_deploy_readme_names_every_alarm_and_its_metric(template):
+    text = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Monitoring"):text.index("\n## ", text.index("## Monitoring") + 1)]
+    for name, alarm in _alarms(template).items():
+        suffix = alarm["Properties"]["AlarmName"]["Fn::Sub"].removeprefix("${AWS::StackName}")
+        assert f"`STACK{suffix}`" in section, name
+        metric = alarm["Properties"].get("MetricName") or alarm["Properties"]["Metrics"][0]["MetricStat"]["Metric"]["MetricName"]
+        row = next(line for line in section.splitlines() if f"`STACK{suffix}`" in line)
+        assert metric in row or "queue" in row, (name, metric)
