@@ -88,7 +88,9 @@ def serverless_rules(template: Path) -> set[tuple[str, str]]:
         [_tool("cfn-lint"), "--format", "json", "--append-rules", "cfn_lint_serverless.rules", "--", str(template)],
         capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode in (0, 2, 4, 6, 8, 10, 12, 14), f"cfn-lint failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    assert result.returncode in (0, 2, 4, 6, 8, 10, 12, 14), (
+        f"cfn-lint failed ({result.returncode}); its serverless rules come from cfn-lint-serverless in "
+        f"requirements-dev.txt (tools/ensure-venv.sh installs it):\n{result.stderr[-3000:]}")
     findings = json.loads(result.stdout or "[]")
     assert not [f for f in findings if f["Rule"]["Id"].startswith("E0")], findings  # could not read it
     return {(f["Rule"]["Id"], f["Location"]["Path"][1]) for f in findings}
