@@ -524,6 +524,13 @@ build_in_docker() {
   [[ -f $ZIP_PATH ]] || die "the Docker build did not produce $ZIP_NAME"
 }
 
+# credentials_warning: a zip without --credentials cannot reach Google; said last, where it is seen.
+credentials_warning() {
+  if [[ -z $CREDENTIALS ]]; then
+    log "WARNING: the zip holds no credential configuration, so the function cannot sign in to Google (unless GOOGLE_APPLICATION_CREDENTIALS names a file it gets another way, e.g. from a layer). Make one with deploy/gcp-setup.sh, then build again with ./build.sh --credentials gcp-credentials.json, and deploy that zip before any trigger sends the function events."
+  fi
+}
+
 start=$SECONDS
 if [[ $USE_DOCKER != no ]] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   build_in_docker
@@ -542,4 +549,5 @@ if [[ -n $CREDENTIALS ]]; then
   fi
 fi
 log "done in $((SECONDS - start)) s"
+credentials_warning
 printf '%s\n' "$ZIP_PATH"
