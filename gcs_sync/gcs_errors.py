@@ -11,9 +11,12 @@ from datetime import datetime
 
 from .errors import CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
 
-ROLE_HINT = ("Grant the service account Storage Object Admin (roles/storage.objectAdmin) on gs://{bucket}: "
-             "overwriting needs storage.objects.delete as well as storage.objects.create, which Object Creator "
-             "lacks.")
+# The role deploy/gcp-setup.sh creates: exactly the permissions the function uses (its --help says
+# why each); roles/storage.objectUser where a project's custom role cannot be granted.
+WRITER_ROLE = "projects/PROJECT/roles/gcsSyncWriter"
+ROLE_HINT = ("Grant the service account the role deploy/gcp-setup.sh creates (" + WRITER_ROLE + "), or Storage "
+             "Object User (roles/storage.objectUser), on gs://{bucket}: overwriting needs storage.objects.delete as "
+             "well as storage.objects.create, which Object Creator lacks.")
 
 # Cloud Storage's messages when a hold or a retention period keeps an object from being replaced
 # or deleted (403): "Object 'b/o' is under active Temporary hold and cannot be deleted, overwritten

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from ..config import Destination
+from ..gcs_errors import WRITER_ROLE
 from .context import GCS_RETRY_DEADLINE, GCS_TIMEOUT, Context
 from .identity import brief
 from .runner import Outcome, failed, passed
@@ -21,7 +22,8 @@ PROBE_DIR = ".gcs-sync-doctor-probe/"
 
 def grant_command(ctx: Context, bucket: str) -> str:
     return (f"gcloud storage buckets add-iam-policy-binding gs://{bucket} "
-            f"--member='{ctx.member()}' --role=roles/storage.objectAdmin")
+            f"--member='{ctx.member()}' --role=roles/storage.objectUser (or the role deploy/gcp-setup.sh creates, "
+            f"{WRITER_ROLE})")
 
 
 def destination(ctx: Context, dest: Destination) -> Outcome:
@@ -39,7 +41,7 @@ def destination(ctx: Context, dest: Destination) -> Outcome:
         return bucket_missing(dest, exc)
     except api_exc.Forbidden as exc:
         return failed(f"403 on bucket {dest.bucket} itself: no access at all ({brief(exc)})",
-                      f"grant roles/storage.objectAdmin on the bucket: {grant}; if it is granted, look "
+                      f"grant roles/storage.objectUser on the bucket: {grant}; if it is granted, look "
                       "for a VPC Service Controls perimeter or organization policy denying access")
     except api_exc.Unauthorized as exc:
         return failed(f"Cloud Storage refused the token (401): {brief(exc)}",
@@ -65,9 +67,9 @@ def destination(ctx: Context, dest: Destination) -> Outcome:
     if problems:
         if ctx.write_probe:
             problems.append("write probe not tried: with these permissions it could fail or leave its object behind")
-        fix = f"grant roles/storage.objectAdmin (Object Creator cannot overwrite): {grant}"
+        fix = f"grant roles/storage.objectUser (Object Creator cannot overwrite): {grant}"
         if missing == ["storage.objects.list"]:
-            fix = f"grant roles/storage.objectAdmin, which includes storage.objects.list: {grant}"
+            fix = f"grant roles/storage.objectUser, which includes storage.objects.list: {grant}"
         return failed("; ".join(problems), fix)
     detail = "; ".join(["create, delete (overwrite), get and list permitted", *notes])
     if not ctx.write_probe:
@@ -125,7 +127,7 @@ def probe(bucket: Any, dest: Destination, detail: str, grant: str) -> Outcome:
                 steps.append("probe deleted")
             except api_exc.GoogleAPICallError:
                 steps.append(f"probe object left at {url}: delete it by hand")
-        return failed(f"{detail}; write probe: " + "; ".join(steps), f"grant roles/storage.objectAdmin: {grant}")
+        return failed(f"{detail}; write probe: " + "; ".join(steps), f"grant roles/storage.objectUser: {grant}")
     return passed(f"{detail}; write probe: " + "; ".join(steps))
 
 

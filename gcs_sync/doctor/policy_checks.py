@@ -147,7 +147,7 @@ def holds(ctx: Context, dest: Destination) -> Outcome:
     if "storage.objects.setRetention" not in held:
         return failed(f"storage.objects.setRetention missing on {dest.bucket}: copies of objects under an S3 "
                       "retention cannot be given theirs",
-                      f"grant roles/storage.objectAdmin (it holds storage.objects.setRetention) on gs://{dest.bucket} "
+                      f"run deploy/gcp-setup.sh with --holds (its role then holds storage.objects.setRetention) for gs://{dest.bucket} "
                       f"to {ctx.member()}")
     return passed("object retention enabled and storage.objects.setRetention held: S3 legal holds become "
                   "temporaryHold, retain-until dates the copies' retention (GOVERNANCE -> Unlocked, COMPLIANCE -> "

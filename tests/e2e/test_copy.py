@@ -88,7 +88,7 @@ def test_one_bad_destination_does_not_stop_the_others(world):
         world.notify(*records)
     message = str(caught.value)
     assert f"gs://{bad}/one.txt" in message and f"gs://{bad}/two.txt" in message
-    assert "roles/storage.objectAdmin" in message
+    assert "roles/storage.objectUser" in message
     assert f"gs://{good}" not in message
     assert world.gcs_bytes(good, "one.txt") == b"1"
     assert world.gcs_bytes(good, "two.txt") == b"2"

@@ -204,7 +204,7 @@ def test_bucket_without_delete_permission_fails_with_object_admin_fix(world):
     bad = checks[f"destination gs://{creator_only}/in/"]
     assert bad["ok"] is False
     assert "can create but not overwrite" in bad["detail"] and "storage.objects.delete" in bad["detail"]
-    assert "roles/storage.objectAdmin" in bad["fix"] and "Object Creator cannot overwrite" in bad["fix"]
+    assert "roles/storage.objectUser" in bad["fix"] and "Object Creator cannot overwrite" in bad["fix"]
     assert f"gs://{creator_only}" in bad["fix"] and DEFAULT_SERVICE_ACCOUNT in bad["fix"]
     assert checks[f"destination gs://{fine}/"]["ok"] is True
     assert report["ok"] is False
@@ -225,7 +225,7 @@ def test_each_missing_permission_is_explained(world, held, expected):
     world.rig.front.permissions[dest] = held
     check = by_name(run(world))[f"destination gs://{dest}/"]
     assert check["ok"] is False and expected in check["detail"]
-    assert "roles/storage.objectAdmin" in check["fix"]
+    assert "roles/storage.objectUser" in check["fix"]
 
 
 def test_missing_buckets_fail(world):
@@ -250,7 +250,7 @@ def test_bucket_refusing_all_access_fails(world):
     world.rig.front.deny[dest] = 403
     check = by_name(run(world))[f"destination gs://{dest}/"]
     assert check["ok"] is False and "no access at all" in check["detail"]
-    assert "roles/storage.objectAdmin" in check["fix"]
+    assert "roles/storage.objectUser" in check["fix"]
 
 
 def test_write_probe_writes_overwrites_and_deletes_one_object(world):

@@ -467,7 +467,7 @@ def test_batch_operations_one_result_per_task(world, schema):
     # a vanished object is nothing to copy: Succeeded, and the string says it was skipped
     assert "skipped" in text["t-gone"] and "source gone" in text["t-gone"]
     assert missing_bucket in text["t-no-bucket"] and "does not exist" in text["t-no-bucket"]
-    assert f"gs://{denied}/d.txt" in text["t-denied"] and "roles/storage.objectAdmin" in text["t-denied"]
+    assert f"gs://{denied}/d.txt" in text["t-denied"] and "roles/storage.objectUser" in text["t-denied"]
     assert f"gs://{flaky}/f.txt" in text["t-flaky"]
     assert "malformed" in text["t-malformed"] and "key" in text["t-malformed"]
     assert all(len(r["resultString"]) <= 1000 for r in results)

@@ -291,7 +291,7 @@ def test_a_denied_destination_fails_the_sync_but_not_the_other_destination(world
     message = str(caught.value)
     for key in objects:
         assert key in message
-    assert f"gs://{denied}" in message and "roles/storage.objectAdmin" in message
+    assert f"gs://{denied}" in message and "roles/storage.objectUser" in message
     assert f"gs://{good}/" not in message
     assert names(world, good) == set(objects)
 
