@@ -6,7 +6,8 @@ function under test talks to ``GcsFront`` instead: a streaming reverse proxy
 that only lets through requests bearing a service-account token issued by
 ``GoogleTokenServer`` (proving the Workload Identity path is used), and that
 adds a few things the backend lacks (fault injection, ``testIamPermissions``,
-``ifGenerationMatch`` on resumable uploads).
+``ifGenerationMatch`` on resumable uploads, a per-request latency, Cloud Storage's
+write rate per object name, holds and retention; see ``GcsFront``).
 
 fake-gcs-server behaviour the front compensates for:
 
@@ -22,6 +23,9 @@ fake-gcs-server behaviour the front compensates for:
   The front checks them as Cloud Storage does (see ``GcsFront``).
 * Object names Cloud Storage refuses (CR / LF, ``.``, ``..``, over 1024 bytes,
   ``.well-known/acme-challenge/...``) are stored. The front answers 400 (``check_names``).
+* ``temporaryHold``, ``eventBasedHold`` and KMS keys are dropped, ``storageClass`` and
+  ``customTime`` of rewrites, composes (and the class of resumable uploads) too, and no hold or
+  retention is enforced. The front records them and refuses as Cloud Storage does (``policies.py``).
 
 ``tests/rig/DIFFERENCES.md`` lists what still differs from Cloud Storage.
 """
@@ -835,7 +839,9 @@ class _FrontHandler(BodyReading):
             if body is None:
                 return
             # A metadata update is a mutation, never refused for a hold: it is how one is released.
+            # It cannot change the storage class (a rewrite does).
             asked = asked_in_resource(_json_object(body), None)
+            asked.pop("storageClass", None)
             if self._admit(front, bucket_name, name, "patch", asked, replaces=False, body_read=True):
                 self._forward(front, target, body)
             return
