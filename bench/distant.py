@@ -33,6 +33,8 @@ _OWN_ENV = ("AWS_", "GCS_", "GOOGLE_", "STREAM_", "STAGING_", "SOURCE_BUCKETS", 
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--s3-latency-ms", type=float, default=0.0, metavar="MS",
+                        help="ms added to every S3 request, for every contender (default 0: S3 in the region)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra environment variable for the function (repeatable), e.g. OBJECT_CONCURRENCY=8")
 
@@ -83,14 +85,14 @@ def median_and_p90(values: list[float]) -> tuple[float, float]:
 class DistantRig:
     """moto + the rig (front with added latency) + drivers, in a temporary directory."""
 
-    def __init__(self, tmp: Path, extra: dict[str, str]):
-        self.tmp, self.extra = tmp, extra
+    def __init__(self, tmp: Path, extra: dict[str, str], s3_latency_ms: float = 0.0):
+        self.tmp, self.extra, self.s3_latency_ms = tmp, extra, s3_latency_ms
         self.servers: list[Served] = []
         self.drivers: list[Driver] = []
 
     def start(self) -> None:
         child = {"TMPDIR": str(self.tmp)}
-        self.s3 = Served("bench.servers", "s3", env=child)
+        self.s3 = Served("bench.servers", "s3", "--latency-ms", str(self.s3_latency_ms), env=child)
         self.servers.append(self.s3)
         self.rig = Served("bench.servers", "rig", env=child)
         self.servers.append(self.rig)
@@ -172,11 +174,13 @@ class DistantRig:
                 return count
 
 
-def run(title: str, module: str, argv: list[str], extra: dict[str, str], body: Any) -> None:
+def run(title: str, module: str, argv: list[str], args: argparse.Namespace, body: Any) -> None:
     """Header, the rig in a temporary directory, ``body(rig)``, footer; servers stopped whatever happens."""
     started = header(title, argv, module)
+    if args.s3_latency_ms:
+        print(f"S3: {args.s3_latency_ms:g} ms added to every request")
     with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-") as tmp:
-        rig = DistantRig(Path(tmp), extra)
+        rig = DistantRig(Path(tmp), extra_env(args.env), args.s3_latency_ms)
         try:
             progress("starting moto and the rig")
             rig.start()

@@ -2,11 +2,11 @@
 Storage front.
 
     python -m bench.many [--objects 100] [--per-message 10] [--size-kib 10] [--rounds 3]
-                         [--latencies 0,20] [--transfers 16] [--env NAME=VALUE ...]
+                         [--latencies 0,20] [--transfers 16] [--s3-latency-ms MS] [--env NAME=VALUE ...]
     bench/run.sh many [same options]
 
-Per added latency (ms per request at the rig's Cloud Storage front; S3 stays local), per round:
-``--objects`` fresh objects of ``--size-kib`` in S3, then in alternating order
+Per added latency (ms per request at the rig's Cloud Storage front; S3 adds --s3-latency-ms, 0 by
+default), per round: ``--objects`` fresh objects of ``--size-kib`` in S3, then in alternating order
 
 * gcs-sync: one SQS batch (``--objects`` / ``--per-message`` messages, each an S3 notification of
   ``--per-message`` records) through ``lambda_function.lambda_handler`` in a warm container,
@@ -39,7 +39,6 @@ from bench.distant import (
     SOURCE,
     DistantRig,
     common_arguments,
-    extra_env,
     per_object,
     run,
 )
@@ -147,7 +146,7 @@ def measure(rig: DistantRig, args: argparse.Namespace) -> None:
           ["added ms", "who", "runs s", "objects/s (median)", "vs rclone in turn", "requests / object at the front (by kind)"],
           rows,
           note="objects/s = source objects copied to both destinations / wall time. added ms: every request to\n"
-               "the Cloud Storage front waits that long (S3 is local for all). gcs-sync: one invocation of\n"
+               "the Cloud Storage front waits that long (S3: --s3-latency-ms, the same for all). gcs-sync: one invocation of\n"
                "lambda_handler with the whole batch, warm (clients built, token held); rclone: fresh processes\n"
                "(start-up, listing of source and destination included), as a scheduled `rclone copy` runs.\n"
                "Every run is checked at the backend: all objects in both buckets. requests / object: the\n"
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     common_arguments(parser)
     args = parser.parse_args(argv)
     args.latencies = [int(x) for x in args.latencies.split(",") if x.strip()]
-    run("gcs-sync benchmark: many small objects", "bench.many", argv, extra_env(args.env),
+    run("gcs-sync benchmark: many small objects", "bench.many", argv, args,
         lambda rig: measure(rig, args))
 
 

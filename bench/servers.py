@@ -1,6 +1,7 @@
 """The local stand-ins, each in its own process so they never share a GIL with what is measured.
 
-    python -m bench.servers s3      moto's ThreadedMotoServer (S3)
+    python -m bench.servers s3 [--latency-ms N]
+                                    moto's ThreadedMotoServer (S3); N ms added to every request
     python -m bench.servers rig [--latency-ms N]
                                     the Google STS / IAM stand-in + fake-gcs-server (memory) behind
                                     the authenticating GcsFront, as the e2e tests wire them; N ms
@@ -10,7 +11,8 @@ Each prints one JSON line describing itself, then serves until its standard inpu
 ``Served`` starts one from the parent and stops it again. The rig also takes commands, one JSON
 line each on its standard input, and answers each with one JSON line (``Served.call``):
 ``{"op": "latency", "ms": N}`` (set the front's added latency), ``{"op": "counts"}`` (requests
-by kind and object writes since the last ``reset_counts``), ``{"op": "reset_counts"}``.
+by kind and object writes since the last ``reset_counts``), ``{"op": "reset_counts"}``. The S3
+server takes ``{"op": "latency", "ms": N}``.
 """
 
 from __future__ import annotations
@@ -26,17 +28,23 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _serve_s3() -> None:
+def _serve_s3(latency_ms: float = 0.0) -> None:
     import logging
 
     from tests.rig import LocalS3
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
 
-    s3 = LocalS3().start()
+    s3 = LocalS3(latency_ms=latency_ms).start()
     try:
-        _announce({"url": s3.url, "env": s3.aws_env(), "pid": os.getpid()})
-        sys.stdin.read()
+        _announce({"url": s3.url, "env": s3.aws_env(), "pid": os.getpid(), "latency_ms": s3.latency_ms})
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command.get("op") == "latency":
+                s3.latency_ms = float(command["ms"])
+                _announce({"ok": True, "latency_ms": s3.latency_ms})
+            else:
+                _announce({"ok": False, "error": f"unknown S3 command {command.get('op')!r}: latency"})
     finally:
         s3.stop()
 
@@ -129,8 +137,5 @@ class Served:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "rig":
-        latency = float(sys.argv[sys.argv.index("--latency-ms") + 1]) if "--latency-ms" in sys.argv else 0.0
-        _serve_rig(latency)
-    else:
-        {"s3": _serve_s3}[sys.argv[1]]()
+    latency = float(sys.argv[sys.argv.index("--latency-ms") + 1]) if "--latency-ms" in sys.argv else 0.0
+    {"s3": _serve_s3, "rig": _serve_rig}[sys.argv[1]](latency)

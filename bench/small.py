@@ -1,11 +1,11 @@
 """Small objects at a distance: gcs-sync against the floor with latency added at the Cloud Storage front.
 
     python -m bench.small [--n 40] [--warmup 5] [--latencies 0,20,50] [--size-kib 10] [--count 5]
-                          [--env NAME=VALUE ...]
+                          [--s3-latency-ms MS] [--env NAME=VALUE ...]
     bench/run.sh small [same options]
 
-For each added latency (ms per request at the rig's Cloud Storage front; S3 stays local for both):
-a warm container copies fresh 10 KiB objects to two destinations through
+For each added latency (ms per request at the rig's Cloud Storage front; S3 adds --s3-latency-ms
+for both, 0 by default): a warm container copies fresh 10 KiB objects to two destinations through
 ``lambda_function.lambda_handler`` (an S3 notification per object), and the floor copies fresh
 objects of the same size with the same credentials (``get_object``, then ``upload_from_string`` to
 both buckets at once, in threads), interleaved ABBA in one driver process: median and p90 of
@@ -25,7 +25,6 @@ from bench.distant import (
     SOURCE,
     DistantRig,
     common_arguments,
-    extra_env,
     median_and_p90,
     per_object,
     run,
@@ -71,10 +70,10 @@ def measure(rig: DistantRig, args: argparse.Namespace) -> None:
           ["added ms", "gcs-sync median ms", "p90 ms", "floor median ms", "p90 ms", "ratio median",
            "ratio p90", f"goal <= {GOAL:.1f}x", "gcs-sync requests / object", "floor requests / object"], rows,
           note="added ms: every request to the Cloud Storage front waits that long before it is served (a\n"
-               "round trip to Cloud Storage a region away; S3 is local for both). Each event copies a fresh\n"
-               "object, so every destination is really written. floor: get_object, then upload_from_string\n"
-               "to both buckets at once (threads), same process, same credentials. requests / object: at\n"
-               "the front, counted over separate copies one at a time (table below).")
+               "round trip to Cloud Storage a region away; S3: --s3-latency-ms for both). Each event copies a\n"
+               "fresh object, so every destination is really written. floor: get_object, then\n"
+               "upload_from_string to both buckets at once (threads), same process, same credentials.\n"
+               "requests / object: at the front, counted over separate copies one at a time (table below).")
     table("Requests per object at the Cloud Storage front, by kind",
           ["added ms", "who", "requests per object (by kind)", "object writes per object"], counts_rows,
           note="Counted by the front over --count objects copied one at a time after the timed runs (the\n"
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     common_arguments(parser)
     args = parser.parse_args(argv)
     args.latencies = [int(x) for x in args.latencies.split(",") if x.strip()]
-    run("gcs-sync benchmark: small objects at a distance", "bench.small", argv, extra_env(args.env),
+    run("gcs-sync benchmark: small objects at a distance", "bench.small", argv, args,
         lambda rig: measure(rig, args))
 
 

@@ -276,6 +276,13 @@ def test_fields_fake_gcs_server_drops_are_kept_and_shown(
     composed.storage_class = "NEARLINE"
     composed.compose([source])
     assert bucket.get_blob("composed").storage_class == "NEARLINE"  # type: ignore[union-attr]
+    patched = bucket.get_blob("rewritten")
+    assert patched is not None
+    patched.storage_class = "ARCHIVE"
+    patched.metadata = {"k": "v"}
+    patched.patch()  # a metadata update cannot change the class (a rewrite does)
+    patched = bucket.get_blob("rewritten")
+    assert patched is not None and (patched.storage_class, patched.metadata) == ("COLDLINE", {"k": "v"})
     listed = {b.name: b.storage_class for b in client.list_blobs(bucket_name)}
     assert listed == {"resumable": "ARCHIVE", "rewritten": "COLDLINE", "composed": "NEARLINE"}
 
