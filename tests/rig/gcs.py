@@ -491,10 +491,13 @@ class GcsFront(RigService):
 
     # -- used by the handler ---------------------------------------------------------
 
-    def _record(self, method: str, path: str, query: dict[str, list[str]]) -> None:
-        kind = _request_kind(method, path, query)
+    def _record(self, method: str, path: str) -> None:
         with self._lock:
             self.requests.append((method, path))
+
+    def _count_kind(self, method: str, path: str, query: dict[str, list[str]]) -> None:
+        kind = _request_kind(method, path, query)
+        with self._lock:
             self.request_kinds[kind] += 1
 
     # -- object mutations: the rate limit, holds and retention ------------------------
@@ -759,7 +762,8 @@ class _FrontHandler(BodyReading):
         self._declared = self._tentative = self._write = self._session_target = None
         target = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(target.query, keep_blank_values=True)
-        front._record(self.command, target.path, query)
+        front._record(self.command, target.path)
+        front._count_kind(self.command, target.path, query)
         latency = front.latency_ms
         if latency > 0:
             time.sleep(latency / 1000)  # a round trip to a distant Cloud Storage
