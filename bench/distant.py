@@ -179,7 +179,8 @@ def run(title: str, module: str, argv: list[str], args: argparse.Namespace, body
     started = header(title, argv, module)
     if args.s3_latency_ms:
         print(f"S3: {args.s3_latency_ms:g} ms added to every request")
-    with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-") as tmp:
+    # Not "gcs-sync-...": a function staging under the shared temp dir sweeps what starts so.
+    with tempfile.TemporaryDirectory(prefix="bench-distant-") as tmp:
         rig = DistantRig(Path(tmp), extra_env(args.env), args.s3_latency_ms)
         try:
             progress("starting moto and the rig")
