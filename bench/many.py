@@ -146,9 +146,10 @@ def measure(rig: DistantRig, args: argparse.Namespace) -> None:
           ["added ms", "who", "runs s", "objects/s (median)", "vs rclone in turn", "requests / object at the front (by kind)"],
           rows,
           note="objects/s = source objects copied to both destinations / wall time. added ms: every request to\n"
-               "the Cloud Storage front waits that long (S3: --s3-latency-ms, the same for all). gcs-sync: one invocation of\n"
-               "lambda_handler with the whole batch, warm (clients built, token held); rclone: fresh processes\n"
-               "(start-up, listing of source and destination included), as a scheduled `rclone copy` runs.\n"
+               "the Cloud Storage front waits that long (S3: --s3-latency-ms, the same for all). gcs-sync: one\n"
+               "invocation of lambda_handler with the whole batch, warm (clients built, token held); rclone:\n"
+               "fresh processes (start-up, listing of source and destination included), as a scheduled\n"
+               "`rclone copy` runs.\n"
                "Every run is checked at the backend: all objects in both buckets. requests / object: the\n"
                "front's counts over the middle run / objects (rclone's listings included).")
     table("Goals", ["figure", "goal", "measured", "verdict"], goals)
