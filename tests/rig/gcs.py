@@ -61,6 +61,7 @@ from .checksums import (
 from .google_tokens import GoogleTokenServer
 from .policies import (
     asked_in_resource,
+    bucket_defaults,
     bucket_fields_asked,
     kept_refusal,
     merge_bucket,
@@ -543,10 +544,7 @@ class GcsFront(RigService):
                 fields = dict(record["fields"]) if record else {}
                 fields.update(write.asked)
             else:
-                fields = dict(write.asked)
-                default_hold = self.bucket_policies.get(write.bucket, {}).get("defaultEventBasedHold")
-                if default_hold is True and "eventBasedHold" not in fields:
-                    fields["eventBasedHold"] = True
+                fields = {**bucket_defaults(self.bucket_policies.get(write.bucket, {})), **write.asked}
             if write.asked or write.op != "patch":
                 self.policy_requests.append({"op": write.op, "bucket": write.bucket, "name": write.name,
                                              "generation": generation, "asked": dict(write.asked)})

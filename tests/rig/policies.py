@@ -30,6 +30,7 @@ from typing import Any
 __all__ = [
     "KEPT_FIELDS",
     "asked_in_resource",
+    "bucket_defaults",
     "kept_refusal",
     "merge_bucket",
     "merge_object",
@@ -41,7 +42,7 @@ __all__ = [
 # query: ``kmsKeyName`` on uploads and compose, ``destinationKmsKeyName`` on rewrite and copy).
 KEPT_FIELDS = ("storageClass", "customTime", "temporaryHold", "eventBasedHold", "retention")
 # Bucket fields the front keeps (fake-gcs-server ignores them in a bucket PATCH).
-BUCKET_FIELDS = ("retentionPolicy", "objectRetention", "defaultEventBasedHold")
+BUCKET_FIELDS = ("retentionPolicy", "objectRetention", "defaultEventBasedHold", "storageClass", "encryption")
 _KEY_VERSION = "/cryptoKeyVersions/1"
 
 try:
@@ -135,6 +136,20 @@ def merge_object(obj: dict[str, Any], fields: dict[str, Any], bucket_policy: dic
     expires = retention_expiration(obj, bucket_policy, fields)
     if expires is not None:
         obj["retentionExpirationTime"] = _rfc3339(expires)
+
+
+def bucket_defaults(kept: dict[str, Any]) -> dict[str, Any]:
+    """What a bucket's kept fields give a new object that asks for none of it: its default storage
+    class, its default KMS key, its default event-based hold."""
+    defaults: dict[str, Any] = {}
+    if isinstance(kept.get("storageClass"), str):
+        defaults["storageClass"] = kept["storageClass"]
+    encryption = kept.get("encryption")
+    if isinstance(encryption, dict) and isinstance(encryption.get("defaultKmsKeyName"), str):
+        defaults["kmsKeyName"] = encryption["defaultKmsKeyName"]
+    if kept.get("defaultEventBasedHold") is True:
+        defaults["eventBasedHold"] = True
+    return defaults
 
 
 def merge_bucket(resource: dict[str, Any], kept: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ import os
 import re
 import time
 import urllib.parse
-import uuid
 from typing import Any
 
 import google.auth.aws
@@ -427,7 +426,23 @@ def test_kept_refusal_order_and_expiry() -> None:
                                                                          tzinfo=dt.timezone.utc)
 
 
-def test_new_buckets_start_without_policies(front: GcsFront, client: storage.Client) -> None:
-    name = f"rig-{uuid.uuid4().hex[:12]}"
-    front.create_bucket(name)
-    assert client.get_bucket(name).retention_period is None
+def test_a_buckets_defaults_apply_to_new_objects(front: GcsFront, client: storage.Client, bucket_name: str) -> None:
+    bucket = client.get_bucket(bucket_name)
+    assert (bucket.retention_period, bucket.default_kms_key_name, bucket.default_event_based_hold) == (None, None, False)
+    bucket.blob("before").upload_from_string(b"before")
+    bucket.storage_class = "COLDLINE"
+    bucket.default_kms_key_name = KMS_KEY
+    bucket.patch()
+    bucket = client.get_bucket(bucket_name)
+    assert (bucket.storage_class, bucket.default_kms_key_name) == ("COLDLINE", KMS_KEY)
+
+    bucket.blob("after").upload_from_string(b"after")
+    asked = bucket.blob("asked")
+    asked.storage_class = "ARCHIVE"
+    asked.upload_from_string(b"asked")
+    shown = {b.name: (b.storage_class, b.kms_key_name) for b in client.list_blobs(bucket_name)}
+    assert shown == {"before": ("STANDARD", None), "after": ("COLDLINE", KMS_KEY + "/cryptoKeyVersions/1"),
+                     "asked": ("ARCHIVE", KMS_KEY + "/cryptoKeyVersions/1")}
+
+    front.reset()  # new tests start from fake-gcs-server's buckets
+    assert client.get_bucket(bucket_name).default_kms_key_name is None
