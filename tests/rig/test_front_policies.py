@@ -13,6 +13,7 @@ import os
 import re
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import google.auth.aws
@@ -216,6 +217,18 @@ def test_a_second_write_within_the_interval_gets_cloud_storages_429(
     blob.upload_from_string(b"fourth", retry=None)
     blob.upload_from_string(b"fifth", retry=None)
     assert front.object_writes[(bucket_name, name)] == 4
+
+
+def test_concurrent_writes_of_one_name_get_one_slot(front: GcsFront, token: str, gcs_backend: FakeGcsServer,
+                                                    bucket_name: str) -> None:
+    front.limit_object_writes = True
+    front.object_write_interval = 30.0
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda i: multipart(front, token, bucket_name, {"name": "hot"}, b"%d" % i)[0],
+                                 range(6)))
+    assert sorted(statuses) == [200] + [429] * 5
+    assert (front.object_writes[(bucket_name, "hot")], front.object_writes_refused[(bucket_name, "hot")]) == (1, 5)
+    assert gcs_backend.read_object(bucket_name, "hot") == b"%d" % statuses.index(200)
 
 
 def test_a_refused_write_gives_its_slot_back(front: GcsFront, client: storage.Client, bucket_name: str) -> None:
