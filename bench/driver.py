@@ -12,8 +12,10 @@ Commands (``op``):
   function_setup  import the function and copy a small object once (a warm container)
   copy            one S3 notification for KEY through lambda_handler; checks the summary
   copy_many       one notification with several records (objects copied concurrently)
+  copy_sqs        an SQS batch: KEYS split over messages, each an S3 notification of PER_MESSAGE records
   floor_setup     boto3 + google-cloud-storage clients with the same credentials, warmed up
   floor_staged    one streamed GET into a file, then concurrent upload_from_filename to every bucket
+  floor_small     one small object: get_object, then upload_from_string to every bucket at once
   small           warm latency: the function vs the floor (GET + upload_from_string x N in threads),
                   interleaved ABBA on fresh 10 KiB objects
   token           an access token from the same credentials (for rclone against the rig)
@@ -282,6 +284,30 @@ class Driver:
         if summary.get("copied") != len(keys) or summary.get("bytes") != wanted:
             raise RuntimeError(f"the function did not copy {keys}: {json.dumps(summary)[:2000]}")
         return {"seconds": seconds, "cpu": cpu_seconds() - cpu, "before": before, **proc_status()}
+
+    def floor_small(self, bucket: str, key: str, prefix: str = "floor/") -> dict:
+        started = time.perf_counter()
+        self._floor_small(bucket, key, prefix)
+        return {"seconds": time.perf_counter() - started}
+
+    def copy_sqs(self, bucket: str, keys: list[str], per_message: int) -> dict:
+        """One SQS batch (as Lambda's queue trigger delivers it): the keys in messages of
+        ``per_message`` S3 records each; every message must succeed."""
+        heads = [self.s3.head_object(Bucket=bucket, Key=k) for k in keys]
+        records = [notification(bucket, k, h["ContentLength"], h["ETag"].strip('"'))["Records"][0]
+                   for k, h in zip(keys, heads)]
+        messages = [{"messageId": str(uuid.uuid4()), "receiptHandle": "bench", "eventSource": "aws:sqs",
+                     "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:gcs-sync-bench", "awsRegion": "us-east-1",
+                     "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                     "body": json.dumps({"Records": records[i:i + per_message]})}
+                    for i in range(0, len(records), per_message)]
+        cpu = cpu_seconds()
+        started = time.perf_counter()
+        answer = self.handler({"Records": messages}, Context())
+        seconds = time.perf_counter() - started
+        if answer.get("batchItemFailures"):
+            raise RuntimeError(f"the function failed messages of the batch: {json.dumps(answer)[:2000]}")
+        return {"seconds": seconds, "cpu": cpu_seconds() - cpu, "messages": len(messages)}
 
     def phases(self, bucket: str, n: int, size: int) -> dict:
         """Where a small event's time goes: gcs_sync's S3 / GCS calls wrapped with timers (in this

@@ -1,11 +1,18 @@
 """The local stand-ins, each in its own process so they never share a GIL with what is measured.
 
-    python -m bench.servers s3      moto's ThreadedMotoServer (S3)
-    python -m bench.servers rig     the Google STS / IAM stand-in + fake-gcs-server (memory) behind
-                                    the authenticating GcsFront, as the e2e tests wire them
+    python -m bench.servers s3 [--latency-ms N]
+                                    moto's ThreadedMotoServer (S3); N ms added to every request
+    python -m bench.servers rig [--latency-ms N]
+                                    the Google STS / IAM stand-in + fake-gcs-server (memory) behind
+                                    the authenticating GcsFront, as the e2e tests wire them; N ms
+                                    added to every request at the front (default 0)
 
 Each prints one JSON line describing itself, then serves until its standard input closes.
-``Served`` starts one from the parent and stops it again.
+``Served`` starts one from the parent and stops it again. The rig also takes commands, one JSON
+line each on its standard input, and answers each with one JSON line (``Served.call``):
+``{"op": "latency", "ms": N}`` (set the front's added latency), ``{"op": "counts"}`` (requests
+by kind and object writes since the last ``reset_counts``), ``{"op": "reset_counts"}``. The S3
+server takes ``{"op": "latency", "ms": N}``.
 """
 
 from __future__ import annotations
@@ -21,22 +28,28 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _serve_s3() -> None:
+def _serve_s3(latency_ms: float = 0.0) -> None:
     import logging
 
     from tests.rig import LocalS3
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
 
-    s3 = LocalS3().start()
+    s3 = LocalS3(latency_ms=latency_ms).start()
     try:
-        _announce({"url": s3.url, "env": s3.aws_env(), "pid": os.getpid()})
-        sys.stdin.read()
+        _announce({"url": s3.url, "env": s3.aws_env(), "pid": os.getpid(), "latency_ms": s3.latency_ms})
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command.get("op") == "latency":
+                s3.latency_ms = float(command["ms"])
+                _announce({"ok": True, "latency_ms": s3.latency_ms})
+            else:
+                _announce({"ok": False, "error": f"unknown S3 command {command.get('op')!r}: latency"})
     finally:
         s3.stop()
 
 
-def _serve_rig() -> None:
+def _serve_rig(latency_ms: float = 0.0) -> None:
     from tests.rig import DEFAULT_AUDIENCE, DEFAULT_SERVICE_ACCOUNT, FakeGcsServer, GcsFront, GoogleTokenServer
     from tests.rig.s3 import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 
@@ -44,16 +57,39 @@ def _serve_rig() -> None:
                                audience=DEFAULT_AUDIENCE, service_account=DEFAULT_SERVICE_ACCOUNT).start()
     with tempfile.TemporaryDirectory(prefix="gcs-sync-bench-fake-gcs-") as root:
         gcs = FakeGcsServer(Path(root), backend="memory").start()
-        front = GcsFront(gcs.url, tokens).start()
+        front = GcsFront(gcs.url, tokens, latency_ms=latency_ms).start()
         try:
             _announce({"front": front.url, "backend": gcs.url,
                        "backend_pid": gcs._process.pid, "credential_config": tokens.credential_config(),
-                       "pid": os.getpid()})
-            sys.stdin.read()
+                       "pid": os.getpid(), "latency_ms": front.latency_ms})
+            for line in sys.stdin:
+                _announce(_rig_command(front, json.loads(line)))
         finally:
             front.stop()
             gcs.stop()
             tokens.stop()
+
+
+def _rig_command(front: Any, command: dict[str, Any]) -> dict[str, Any]:
+    """One control command to the rig's front (see the module's docstring)."""
+    op = command.get("op")
+    if op == "latency":
+        front.latency_ms = float(command["ms"])
+        return {"ok": True, "latency_ms": front.latency_ms}
+    if op == "counts":
+        with front._lock:
+            return {"ok": True, "requests": dict(front.request_kinds), "total": sum(front.request_kinds.values()),
+                    "writes": sum(front.object_writes.values()),
+                    "refused_writes": sum(front.object_writes_refused.values())}
+    if op == "reset_counts":
+        with front._lock:
+            front.request_kinds.clear()
+            front.requests.clear()
+            front.object_writes.clear()
+            front.object_writes_refused.clear()
+            front.policy_requests.clear()
+        return {"ok": True}
+    return {"ok": False, "error": f"unknown rig command {op!r}: latency, counts or reset_counts"}
 
 
 def _announce(info: dict[str, Any]) -> None:
@@ -74,6 +110,18 @@ class Served:
             raise RuntimeError(f"python -m {module} {' '.join(args)} exited with {code} before serving")
         self.info: dict[str, Any] = json.loads(line)
 
+    def call(self, op: str, **params: Any) -> dict[str, Any]:
+        """One command on the server's standard input; its one-line JSON answer."""
+        self.process.stdin.write(json.dumps({"op": op, **params}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the server stopped during {op}")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.pop("ok", False):
+            raise RuntimeError(f"{op}: {answer.get('error')}")
+        return answer
+
     @property
     def pid(self) -> int:
         return self.process.pid
@@ -89,4 +137,5 @@ class Served:
 
 
 if __name__ == "__main__":
-    {"s3": _serve_s3, "rig": _serve_rig}[sys.argv[1]]()
+    latency = float(sys.argv[sys.argv.index("--latency-ms") + 1]) if "--latency-ms" in sys.argv else 0.0
+    {"s3": _serve_s3, "rig": _serve_rig}[sys.argv[1]](latency)

@@ -6,7 +6,8 @@ function under test talks to ``GcsFront`` instead: a streaming reverse proxy
 that only lets through requests bearing a service-account token issued by
 ``GoogleTokenServer`` (proving the Workload Identity path is used), and that
 adds a few things the backend lacks (fault injection, ``testIamPermissions``,
-``ifGenerationMatch`` on resumable uploads).
+``ifGenerationMatch`` on resumable uploads, a per-request latency, Cloud Storage's
+write rate per object name, holds and retention; see ``GcsFront``).
 
 fake-gcs-server behaviour the front compensates for:
 
@@ -22,6 +23,9 @@ fake-gcs-server behaviour the front compensates for:
   The front checks them as Cloud Storage does (see ``GcsFront``).
 * Object names Cloud Storage refuses (CR / LF, ``.``, ``..``, over 1024 bytes,
   ``.well-known/acme-challenge/...``) are stored. The front answers 400 (``check_names``).
+* ``temporaryHold``, ``eventBasedHold`` and KMS keys are dropped, ``storageClass`` and
+  ``customTime`` of rewrites, composes (and the class of resumable uploads) too, and no hold or
+  retention is enforced. The front records them and refuses as Cloud Storage does (``policies.py``).
 
 ``tests/rig/DIFFERENCES.md`` lists what still differs from Cloud Storage.
 """
@@ -29,6 +33,7 @@ fake-gcs-server behaviour the front compensates for:
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import http.client
 import importlib.util
 import json
@@ -41,6 +46,8 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections import Counter
+from dataclasses import dataclass
 from typing import IO, Any, Callable, Literal
 
 from .checksums import (
@@ -52,6 +59,15 @@ from .checksums import (
     parse_content_range,
 )
 from .google_tokens import GoogleTokenServer
+from .policies import (
+    asked_in_resource,
+    bucket_defaults,
+    bucket_fields_asked,
+    kept_refusal,
+    merge_bucket,
+    merge_object,
+    rate_limited_body,
+)
 from .serving import HOP_BY_HOP, BodyReading, RigHTTPServer, RigService, connection_tokens
 
 __all__ = ["FakeGcsServer", "GcsFront", "binary_name", "fake_gcs_binary"]
@@ -68,6 +84,9 @@ _TEST_PERMISSIONS = re.compile(r"/storage/v1/b/([^/]+)/iam/testPermissions")
 _REWRITE = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/rewriteTo/b/([^/]+)/o/(.+)")
 _SERVER_COPY = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/(?:rewriteTo|copyTo)/b/([^/]+)/o/(.+)")
 _COMPOSE = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)/compose")
+_BUCKET = re.compile(r"/storage/v1/b/([^/]+)")
+_OBJECTS = re.compile(r"/storage/v1/b/([^/]+)/o")
+_OBJECT = re.compile(r"/storage/v1/b/([^/]+)/o/(.+)")
 _PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold."
 _ERROR_REASONS = {
     400: "invalid",
@@ -119,6 +138,44 @@ def fake_gcs_binary(system: str | None = None, machine: str | None = None) -> pa
             "it was installed for another platform; remove .venv and run tools/ensure-venv.sh again."
         )
     return binary
+
+
+@dataclass
+class _Write:
+    """One object mutation on its way through the front: the name's write slot it took (and the
+    one before, to give back if the backend refuses), and what it asked the front to keep."""
+
+    bucket: str
+    name: str
+    reserved_at: float
+    previous: float | None
+    op: str = "write"  # upload, rewrite, compose, delete, patch
+    asked: dict[str, Any] | None = None
+    done: bool = False
+
+
+def _request_kind(method: str, path: str, query: dict[str, list[str]]) -> str:
+    """A short label of a JSON API request, for counting what a client asks per object."""
+    if path.startswith("/upload/storage/v1/"):
+        if method == "PUT" or "upload_id" in query:
+            return "upload: resumable chunk" if method == "PUT" else f"upload: {method} to a session"
+        return f"upload: {(query.get('uploadType') or ['?'])[0]}"
+    if path.startswith("/download/storage/v1/") or (query.get("alt") == ["media"]):
+        return "download"
+    if _SERVER_COPY.fullmatch(path):
+        return "rewrite" if "/rewriteTo/" in path else "copy"
+    if _COMPOSE.fullmatch(path) and method == "POST":
+        return "compose"
+    if _TEST_PERMISSIONS.fullmatch(path):
+        return "testIamPermissions"
+    if _OBJECT.fullmatch(path):
+        return {"GET": "object GET", "DELETE": "object DELETE", "PATCH": "object PATCH",
+                "PUT": "object PUT"}.get(method, f"object {method}")
+    if _OBJECTS.fullmatch(path):
+        return "list" if method == "GET" else f"objects {method}"
+    if _BUCKET.fullmatch(path):
+        return f"bucket {method}"
+    return f"other {method}"
 
 
 def _free_port() -> int:
@@ -343,11 +400,42 @@ class GcsFront(RigService):
     persisted ``Range`` (fake-gcs-server would *finalize* the object with what it
     has), and any PUT to a finalized session gets 200 with the object (it would
     answer 404).
+
+    Latency (``latency_ms``, 0 by default; set at construction, change at any time): every request
+    waits that long before the front looks at it, a round trip to a distant Cloud Storage.
+
+    Object mutations (create, replace, compose into, rewrite or copy into, delete, metadata update)
+    are counted per name in ``object_writes`` (answered 2xx) whatever the knobs. With
+    ``limit_object_writes`` (off by default) a mutation of a name less than
+    ``object_write_interval`` (1 s) after the last accepted one gets Cloud Storage's 429
+    ``rateLimitExceeded`` and is counted in ``object_writes_refused``; the backend never sees it.
+
+    Holds and retention (``policies.py``): the front records what each write asked for
+    (``storageClass``, ``customTime``, ``temporaryHold``, ``eventBasedHold``, ``retention``,
+    the KMS key) with the generation it made, lists it in ``policy_requests``, and merges it into
+    every resource of that generation it relays (fake-gcs-server drops some of them). Bucket
+    fields (``retentionPolicy``, ``objectRetention``, ``defaultEventBasedHold``) set by a bucket
+    PATCH through the front, or in ``bucket_policies``, are kept and shown likewise. With
+    ``enforce_holds`` (on by default) a replace or delete of an object under a hold or a retention
+    period gets Cloud Storage's 403; a metadata PATCH goes through (and releases a hold).
     """
 
-    def __init__(self, backend_url: str, token_server: GoogleTokenServer) -> None:
+    def __init__(self, backend_url: str, token_server: GoogleTokenServer, *, latency_ms: float = 0.0) -> None:
         self.backend_url = backend_url.rstrip("/")
         self.token_server = token_server
+        self._initial_latency_ms = latency_ms
+        self.latency_ms = latency_ms
+        self.limit_object_writes = False
+        self.object_write_interval = 1.0
+        self.enforce_holds = True
+        self.object_writes: Counter[tuple[str, str]] = Counter()
+        self.object_writes_refused: Counter[tuple[str, str]] = Counter()
+        self.request_kinds: Counter[str] = Counter()
+        self.policy_requests: list[dict[str, Any]] = []
+        self.bucket_policies: dict[str, dict[str, Any]] = {}
+        # (bucket, name) -> {"generation": str, "fields": {...}}: what the live generation asked for
+        self._kept: dict[tuple[str, str], dict[str, Any]] = {}
+        self._last_write: dict[tuple[str, str], float] = {}
         self.unauthorized: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.deny: dict[str, int] = {}
@@ -377,6 +465,23 @@ class GcsFront(RigService):
             self.check_names = True
             self.checksum_refusals.clear()
             self.unverified.clear()
+            self.latency_ms = self._initial_latency_ms
+            self.limit_object_writes = False
+            self.object_write_interval = 1.0
+            self.enforce_holds = True
+            self.object_writes.clear()
+            self.object_writes_refused.clear()
+            self.request_kinds.clear()
+            self.policy_requests.clear()
+            self.bucket_policies.clear()
+            self._kept.clear()
+            self._last_write.clear()
+
+    def kept_fields(self, bucket: str, name: str) -> dict[str, Any]:
+        """What the live generation's write asked the front to keep ({} when nothing)."""
+        with self._lock:
+            record = self._kept.get((bucket, name))
+            return dict(record["fields"]) if record else {}
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket at the backend directly (not through the front)."""
@@ -390,6 +495,104 @@ class GcsFront(RigService):
     def _record(self, method: str, path: str) -> None:
         with self._lock:
             self.requests.append((method, path))
+
+    def _count_kind(self, method: str, path: str, query: dict[str, list[str]]) -> None:
+        kind = _request_kind(method, path, query)
+        with self._lock:
+            self.request_kinds[kind] += 1
+
+    # -- object mutations: the rate limit, holds and retention ------------------------
+
+    def _reserve_write(self, bucket: str, name: str) -> _Write | None:
+        """Take the name's write slot; None (counted as a 429) when ``limit_object_writes`` is on and
+        the last accepted mutation of the name was less than ``object_write_interval`` ago."""
+        key = (bucket, name)
+        with self._lock:
+            now = time.monotonic()
+            last = self._last_write.get(key)
+            if self.limit_object_writes and last is not None and now - last < self.object_write_interval:
+                self.object_writes_refused[key] += 1
+                return None
+            self._last_write[key] = now
+            return _Write(bucket, name, now, last)
+
+    def _finish_write(self, write: _Write, status: int, resource: dict[str, Any] | None) -> None:
+        """The backend's answer to a mutation: count it and record what it asked for (2xx), or give
+        the name's slot back."""
+        if write.done:
+            return
+        write.done = True
+        key = (write.bucket, write.name)
+        with self._lock:
+            if not 200 <= status < 300:
+                if self._last_write.get(key) == write.reserved_at:
+                    if write.previous is None:
+                        self._last_write.pop(key, None)
+                    else:
+                        self._last_write[key] = write.previous
+                return
+            self.object_writes[key] += 1
+            self._last_write[key] = time.monotonic()
+            if write.op == "delete":
+                self._kept.pop(key, None)
+                return
+            generation = str(resource.get("generation")) if isinstance(resource, dict) else None
+            if write.asked is None or generation is None:
+                return
+            if write.op == "patch":
+                record = self._kept.get(key)
+                fields = dict(record["fields"]) if record else {}
+                fields.update(write.asked)
+            else:
+                fields = {**bucket_defaults(self.bucket_policies.get(write.bucket, {})), **write.asked}
+            if write.asked or write.op != "patch":
+                self.policy_requests.append({"op": write.op, "bucket": write.bucket, "name": write.name,
+                                             "generation": generation, "asked": dict(write.asked)})
+            if fields:
+                self._kept[key] = {"generation": generation, "fields": fields}
+            else:
+                self._kept.pop(key, None)
+
+    def _refusal_to_replace(self, bucket: str, name: str, wanted_generation: int | None) -> tuple[str, str] | None:
+        """Cloud Storage's (reason, message) when the live object cannot be replaced or deleted now.
+        Asks the backend only when the front keeps a hold or retention for the name or its bucket;
+        None when ``wanted_generation`` (an ifGenerationMatch) does not hold: the 412 comes first."""
+        with self._lock:
+            record = self._kept.get((bucket, name))
+            bucket_policy = self.bucket_policies.get(bucket, {}).get("retentionPolicy")
+        fields = record["fields"] if record else {}
+        if not bucket_policy and not any(k in fields for k in ("temporaryHold", "eventBasedHold", "retention")):
+            return None
+        status, answer = _backend_request(self.backend_url, "GET", _object_path(bucket, name))
+        if status != 200:
+            return None
+        live = json.loads(answer)
+        if wanted_generation is not None and str(wanted_generation) != str(live.get("generation")):
+            return None
+        if record is None or record["generation"] != str(live.get("generation")):
+            fields = {}
+        return kept_refusal(bucket, name, live, fields, bucket_policy, dt.datetime.now(dt.timezone.utc))
+
+    def _merge_kept(self, document: Any) -> bool:
+        """Merge what the front keeps into the object resources of a JSON answer (an object, a
+        listing's items, a rewrite's resource)."""
+        with self._lock:
+            if not self._kept and not self.bucket_policies:
+                return False
+            kept = dict(self._kept)
+            policies = {b: p.get("retentionPolicy") for b, p in self.bucket_policies.items()}
+        if not isinstance(document, dict):
+            return False
+        merged = False
+        items = document.get("items")
+        for obj in [document, document.get("resource"), *(items if isinstance(items, list) else [])]:
+            if isinstance(obj, dict) and isinstance(obj.get("bucket"), str) and isinstance(obj.get("name"), str):
+                record = kept.get((obj["bucket"], obj["name"]))
+                fields = record["fields"] if record and record["generation"] == str(obj.get("generation")) else {}
+                if fields or policies.get(obj["bucket"]):
+                    merge_object(obj, fields, policies.get(obj["bucket"]))
+                    merged = True
+        return merged
 
     def _record_unauthorized(self, method: str, path: str) -> None:
         with self._lock:
@@ -442,6 +645,19 @@ def _resource_name(body: bytes) -> str | None:
         return None
     name = resource.get("name") if isinstance(resource, dict) else None
     return name if isinstance(name, str) else None
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _wanted(query: dict[str, list[str]], name: str) -> int | None:
@@ -531,18 +747,32 @@ class _FrontHandler(BodyReading):
     # -- request flow ------------------------------------------------------------
 
     # Per request: checksums declared at a resumable upload's initiation (noted with the session
-    # the backend answers with) and the digests a non-final chunk would bring the session to.
+    # the backend answers with) and the digests a non-final chunk would bring the session to; the
+    # object mutation under way (its write slot and what it asked to keep); the (bucket, name,
+    # asked, ifGenerationMatch) of a resumable upload initiated by this request.
     _declared: dict[str, str] | None = None
     _tentative: RunningDigests | None = None
+    _write: _Write | None = None
+    _session_target: tuple[str, str, dict[str, Any], int | None] | None = None
 
     def _handle(self) -> None:
         front: GcsFront = self.server.owner
-        self._declared = self._tentative = None
+        self._declared = self._tentative = self._write = self._session_target = None
         target = urllib.parse.urlsplit(self.path)
-        path = target.path
         query = urllib.parse.parse_qs(target.query, keep_blank_values=True)
-        front._record(self.command, path)
+        front._record(self.command, target.path)
+        front._count_kind(self.command, target.path, query)
+        latency = front.latency_ms
+        if latency > 0:
+            time.sleep(latency / 1000)  # a round trip to a distant Cloud Storage
+        try:
+            self._route(front, target, query)
+        finally:
+            if self._write is not None:
+                front._finish_write(self._write, 0, None)  # never answered: give the slot back
 
+    def _route(self, front: GcsFront, target: urllib.parse.SplitResult, query: dict[str, list[str]]) -> None:
+        path = target.path
         if not front._is_authorized(self.headers.get("Authorization")):
             front._record_unauthorized(self.command, path)
             self._refuse(401, "Anonymous caller does not have storage access (rig: no valid bearer token).")
@@ -564,8 +794,12 @@ class _FrontHandler(BodyReading):
         if self.command == "PUT" and upload_id:
             if self._answer_session(front, upload_id):
                 return
+            if not self._admit_final_chunk(front, upload_id):
+                return
             if front.check_checksums and self._forward_chunk(front, target, upload_id):
                 return
+            self._forward(front, target, None)
+            return
 
         if self.command == "POST" and front.check_names:
             rewrite, compose = _REWRITE.fullmatch(path), _COMPOSE.fullmatch(path)
@@ -575,40 +809,146 @@ class _FrontHandler(BodyReading):
             if named is not None and not self._name_allowed(named):
                 return
 
-        if self.command == "POST" and front.enforce_generation_match:
-            rewrite, compose = _REWRITE.fullmatch(path), _COMPOSE.fullmatch(path)
-            if rewrite or compose:
-                body = self._read_small_body()
-                if body is None:
-                    return
-                checks = _rewrite_checks(rewrite, query) if rewrite else _compose_checks(compose, query, body)
-                if not self._preconditions_hold(front, checks):
-                    return
-                self._forward(front, target, body)
-                return
+        server_copy = _SERVER_COPY.fullmatch(path) if self.command == "POST" else None
+        compose = _COMPOSE.fullmatch(path) if self.command == "POST" and server_copy is None else None
+        if server_copy or compose:
+            self._server_side_write(front, target, query, server_copy, compose)
+            return
 
         init_match = _RESUMABLE_INIT.fullmatch(path) if self.command == "POST" else None
         upload_type = query.get("uploadType")
-        if init_match and upload_type == ["multipart"] and front.check_checksums:
-            self._forward_multipart(front, target)
+        if init_match and upload_type == ["multipart"]:
+            self._forward_multipart(front, target, query)
             return
-        check_generation = front.enforce_generation_match and "ifGenerationMatch" in query
-        if init_match and upload_type == ["resumable"] and (check_generation or front.check_checksums):
+        if init_match and upload_type == ["resumable"]:
+            self._start_session(front, target, query, urllib.parse.unquote(init_match.group(1)))
+            return
+        if init_match and upload_type == ["media"] and query.get("name"):
+            bucket_name, name = urllib.parse.unquote(init_match.group(1)), query["name"][0]
+            asked = asked_in_resource(None, _first(query, "kmsKeyName"))
+            if self._admit(front, bucket_name, name, "upload", asked, wanted=_wanted(query, "ifGenerationMatch")):
+                self._forward(front, target, None)
+            return
+
+        object_match = _OBJECT.fullmatch(path)
+        if object_match and self.command in ("DELETE", "PATCH", "PUT"):
+            bucket_name, name = (urllib.parse.unquote(g) for g in object_match.groups())
+            if self.command == "DELETE":
+                if self._admit(front, bucket_name, name, "delete", None, wanted=_wanted(query, "ifGenerationMatch")):
+                    self._forward(front, target, None)
+                return
             body = self._read_small_body()
             if body is None:
                 return
-            bucket_name = urllib.parse.unquote(init_match.group(1))
-            if front.check_names and "name" not in query:
-                named = _resource_name(body)
-                if named is not None and not self._name_allowed(named, body_read=True):
-                    return
-            if check_generation and not self._generation_matches(front, bucket_name, query, body):
+            # A metadata update is a mutation, never refused for a hold: it is how one is released.
+            # It cannot change the storage class (a rewrite does).
+            asked = asked_in_resource(_json_object(body), None)
+            asked.pop("storageClass", None)
+            if self._admit(front, bucket_name, name, "patch", asked, replaces=False, body_read=True):
+                self._forward(front, target, body)
+            return
+
+        bucket_match = _BUCKET.fullmatch(path)
+        if bucket_match and self.command in ("PATCH", "PUT"):
+            body = self._read_small_body()
+            if body is None:
                 return
-            if front.check_checksums:
-                self._declared = declared_in_metadata(body)  # the session is noted from the answer
+            asked = bucket_fields_asked(body, dt.datetime.now(dt.timezone.utc))
+            if asked:
+                with front._lock:
+                    front.bucket_policies.setdefault(urllib.parse.unquote(bucket_match.group(1)), {}).update(asked)
             self._forward(front, target, body)
             return
         self._forward(front, target, None)
+
+    def _server_side_write(self, front: GcsFront, target: urllib.parse.SplitResult, query: dict[str, list[str]],
+                           server_copy: re.Match[str] | None, compose: re.Match[str] | None) -> None:
+        """``objects.rewrite`` / ``objects.copy`` / ``objects.compose``: preconditions (412), then holds
+        on the target (403), then its write slot (429), then the backend."""
+        body = self._read_small_body()
+        if body is None:
+            return
+        rewrite = _REWRITE.fullmatch(target.path)
+        if front.enforce_generation_match and (rewrite or compose):
+            checks = _rewrite_checks(rewrite, query) if rewrite else _compose_checks(compose, query, body)  # type: ignore[arg-type]
+            if not self._preconditions_hold(front, checks):
+                return
+        if server_copy is not None:
+            bucket_name, name = (urllib.parse.unquote(g) for g in server_copy.groups()[2:])
+            asked = asked_in_resource(_json_object(body), _first(query, "destinationKmsKeyName"))
+            op = "rewrite" if rewrite else "copy"
+        else:
+            assert compose is not None
+            bucket_name, name = (urllib.parse.unquote(g) for g in compose.groups())
+            asked = asked_in_resource((_json_object(body) or {}).get("destination"), _first(query, "kmsKeyName"))
+            op = "compose"
+        if self._admit(front, bucket_name, name, op, asked, wanted=_wanted(query, "ifGenerationMatch"), body_read=True):
+            self._forward(front, target, body)
+
+    def _start_session(self, front: GcsFront, target: urllib.parse.SplitResult, query: dict[str, list[str]],
+                       bucket_name: str) -> None:
+        """A resumable upload's initiation: the name checked, ``ifGenerationMatch`` checked (the
+        backend ignores it), what it asks to keep noted with the session the backend answers with."""
+        body = self._read_small_body()
+        if body is None:
+            return
+        if front.check_names and "name" not in query:
+            named = _resource_name(body)
+            if named is not None and not self._name_allowed(named, body_read=True):
+                return
+        if front.enforce_generation_match and "ifGenerationMatch" in query:
+            if not self._generation_matches(front, bucket_name, query, body):
+                return
+        if front.check_checksums:
+            self._declared = declared_in_metadata(body)  # the session is noted from the answer
+        name = _first(query, "name") or _resource_name(body)
+        if name is not None:
+            asked = asked_in_resource(_json_object(body), _first(query, "kmsKeyName"))
+            self._session_target = (bucket_name, name, asked, _wanted(query, "ifGenerationMatch"))
+        self._forward(front, target, body)
+
+    def _admit_final_chunk(self, front: GcsFront, upload_id: str) -> bool:
+        """The request that would finish a session started here is the object's write: holds and the
+        rate limit apply to it (Cloud Storage takes every byte, then refuses the final request)."""
+        with front._lock:
+            written = (front._sessions.get(upload_id) or {}).get("target")
+        content_range = parse_content_range(self.headers.get("Content-Range"))
+        if written is None or content_range is None:
+            return True
+        _, end, total = content_range
+        if total is None or (end is not None and end != total):
+            return True  # not the last chunk
+        bucket_name, name, asked, wanted = written
+        return self._admit(front, bucket_name, name, "upload", asked, wanted=wanted)
+
+    def _admit(self, front: GcsFront, bucket_name: str, name: str, op: str, asked: dict[str, Any] | None, *,
+               replaces: bool = True, wanted: int | None = None, body_read: bool = False) -> bool:
+        """Let a mutation of ``bucket_name/name`` through, or answer as Cloud Storage would: 403 when
+        it replaces or deletes an object kept by a hold or retention, 429 when the name was written
+        less than ``object_write_interval`` ago (``limit_object_writes``)."""
+        if replaces and front.enforce_holds:
+            try:
+                refusal = front._refusal_to_replace(bucket_name, name, wanted)
+            except (OSError, ValueError, RuntimeError) as exc:
+                if not body_read:
+                    self._drain_body()
+                self._send_json(502, _error_body(502, f"Rig: hold check failed: {exc}"))
+                return False
+            if refusal is not None:
+                if not body_read:
+                    self._drain_body()
+                reason, message = refusal
+                self._send_json(403, _error_body(403, message, reason))
+                return False
+        write = front._reserve_write(bucket_name, name)
+        if write is None:
+            if not body_read:
+                self._drain_body()
+            self._send_json(429, rate_limited_body(bucket_name, name))
+            return False
+        write.op, write.asked = op, asked
+        self._write = write
+        return True
 
     def _answer_session(self, front: GcsFront, upload_id: str) -> bool:
         """Answer a finalized session or a status query here; False to forward the request."""
@@ -651,9 +991,16 @@ class _FrontHandler(BodyReading):
         """A resumable upload initiated through the front: follow its bytes from offset 0."""
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
         upload_id = (query.get("upload_id") or [None])[0]
-        if upload_id and self._declared is not None:
+        if not upload_id:
+            return
+        session: dict[str, Any] = {}
+        if self._declared is not None:
+            session.update(declared=self._declared, digests=RunningDigests())
+        if self._session_target is not None:
+            session["target"] = self._session_target
+        if session:
             with front._lock:
-                front._sessions[upload_id] = {"declared": self._declared, "digests": RunningDigests()}
+                front._sessions[upload_id] = session
 
     def _forward_chunk(self, front: GcsFront, target: urllib.parse.SplitResult, upload_id: str) -> bool:
         """A chunk of a session the front follows; False (nothing read) to forward it plainly.
@@ -730,9 +1077,11 @@ class _FrontHandler(BodyReading):
             self._forward(front, target, spool, rewrite=rewrite)
         return True
 
-    def _forward_multipart(self, front: GcsFront, target: urllib.parse.SplitResult) -> None:
+    def _forward_multipart(self, front: GcsFront, target: urllib.parse.SplitResult,
+                           query: dict[str, list[str]]) -> None:
         """A multipart upload: held back whole, checked against the checksums its metadata part
-        (or ``X-Goog-Hash``) declares, forwarded only when they agree."""
+        (or ``X-Goog-Hash``) declares (``check_checksums``), admitted as a write of its name,
+        forwarded only then."""
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         with spool:
             size = 0
@@ -746,11 +1095,12 @@ class _FrontHandler(BodyReading):
                 return
             parts = multipart_parts(spool, size, self.headers.get("Content-Type", ""))
             if parts is not None:
-                metadata, media_start, media_end = parts
-                named = _resource_name(metadata)
+                named = _resource_name(parts[0])
                 if front.check_names and "name=" not in target.query and named is not None:
                     if not self._name_allowed(named, body_read=True):
                         return
+            if parts is not None and front.check_checksums:
+                metadata, media_start, media_end = parts
                 digests = RunningDigests()
                 spool.seek(media_start)
                 remaining = media_end - media_start
@@ -765,8 +1115,15 @@ class _FrontHandler(BodyReading):
                     front._record_refusal(target.path, message)
                     self._send_json(400, _error_body(400, message, "invalid"))
                     return
-            else:
+            elif parts is None and front.check_checksums:
                 front._record_unverified(f"multipart upload to {target.path}: body not understood")
+            name = _first(query, "name") or (_resource_name(parts[0]) if parts is not None else None)
+            if name is not None:
+                bucket_name = urllib.parse.unquote(_RESUMABLE_INIT.fullmatch(target.path).group(1))  # type: ignore[union-attr]
+                asked = asked_in_resource(_json_object(parts[0]) if parts else None, _first(query, "kmsKeyName"))
+                if not self._admit(front, bucket_name, name, "upload", asked,
+                                   wanted=_wanted(query, "ifGenerationMatch"), body_read=True):
+                    return
             spool.seek(0)
             self._forward(front, target, spool)
 
@@ -924,7 +1281,8 @@ class _FrontHandler(BodyReading):
         for name, value in response.getheaders():
             if name.lower() == "location" and value.startswith(old):
                 value = new + value[len(old) :]  # resumable session URL: keep it behind the front
-            if name.lower() == "location" and self._declared is not None and response.status == 200:
+            if (name.lower() == "location" and response.status == 200
+                    and (self._declared is not None or self._session_target is not None)):
                 self._note_new_session(front, value)
             if name.lower() not in dropped:
                 headers.append((name, value))
@@ -934,6 +1292,9 @@ class _FrontHandler(BodyReading):
         for name, value in headers:
             self.send_header(name, value)
 
+        rewritable = self._rewritable(target, response)
+        if self._write is not None and not rewritable:
+            front._finish_write(self._write, response.status, None)
         no_body = self.command == "HEAD" or response.status in (204, 304) or response.status < 200
         if no_body:
             length = response.getheader("Content-Length")
@@ -942,9 +1303,10 @@ class _FrontHandler(BodyReading):
             self.end_headers()
             return
 
-        if self._rewritable(target, response):
+        if rewritable:
             # Metadata JSON: point selfLink/mediaLink at the front instead of the backend.
             data = response.read().replace(old.encode(), new.encode())
+            data = self._with_kept_fields(front, target, response.status, data)
             self._note_session(front, target, response.status, None, data)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -963,6 +1325,32 @@ class _FrontHandler(BodyReading):
         while piece := response.read1(_CHUNK):
             self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _with_kept_fields(self, front: GcsFront, target: urllib.parse.SplitResult, status: int, data: bytes) -> bytes:
+        """Finish the mutation under way with the backend's answer, and show what the front keeps
+        (object fields fake-gcs-server drops, holds, retention; bucket policies) in the answer."""
+        write = self._write
+        if write is None and not front._kept and not front.bucket_policies:
+            return data
+        try:
+            document = json.loads(data) if data else None
+        except ValueError:
+            document = None
+        if write is not None:
+            resource = document.get("resource", document) if isinstance(document, dict) else None
+            front._finish_write(write, status, resource if isinstance(resource, dict) else None)
+        if not isinstance(document, dict) or not 200 <= status < 300:
+            return data
+        bucket_match = _BUCKET.fullmatch(target.path)
+        if bucket_match:
+            with front._lock:
+                kept = dict(front.bucket_policies.get(urllib.parse.unquote(bucket_match.group(1))) or {})
+            if not kept:
+                return data
+            merge_bucket(document, kept)
+        elif not front._merge_kept(document):
+            return data
+        return json.dumps(document).encode()
 
     @staticmethod
     def _rewritable(target: urllib.parse.SplitResult, response: http.client.HTTPResponse) -> bool:

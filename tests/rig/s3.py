@@ -3,12 +3,16 @@
 moto keeps its state in process-wide backends: every ``LocalS3`` in one
 process (and any ``moto.mock_aws`` in use at the same time) sees the same
 buckets. ``reset()`` wipes that shared state.
+
+``latency_ms`` (given at construction, changed at any time) makes every request wait that long
+before moto handles it: S3 farther away than a loopback.
 """
 
 from __future__ import annotations
 
+import time
 import urllib.request
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import boto3
 from botocore.config import Config
@@ -33,17 +37,30 @@ AWS_REGION = "us-east-1"
 class LocalS3:
     """``moto.server.ThreadedMotoServer`` on a free port of 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, latency_ms: float = 0.0) -> None:
         self._server: ThreadedMotoServer | None = None
         self._url: str | None = None
+        self.latency_ms = latency_ms
 
     def start(self) -> LocalS3:
         if self._server is None:
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             server.start()
+            wsgi_server = getattr(server, "_server", None)
+            if wsgi_server is not None:  # werkzeug's handler reads server.app for every request
+                wsgi_server.app = self._delayed(wsgi_server.app)
             host, port = server.get_host_and_port()
             self._server, self._url = server, f"http://{host}:{port}"
         return self
+
+    def _delayed(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+        def delayed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            latency = self.latency_ms
+            if latency > 0:
+                time.sleep(latency / 1000)
+            return app(environ, start_response)
+
+        return delayed
 
     def stop(self) -> None:
         server, self._server, self._url = self._server, None, None

@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import struct
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -485,6 +486,25 @@ def test_backend_name_handling(gcs_backend: FakeGcsServer, tmp_path: pathlib.Pat
 
 
 # -- LocalS3 ---------------------------------------------------------------------------
+
+
+def test_local_s3_latency_delays_every_request(local_s3: LocalS3) -> None:
+    s3 = local_s3.client()
+    s3.create_bucket(Bucket="latency")
+    s3.put_object(Bucket="latency", Key="k", Body=b"v")
+
+    def timed() -> float:
+        started = time.perf_counter()
+        s3.head_object(Bucket="latency", Key="k")
+        return time.perf_counter() - started
+
+    assert min(timed() for _ in range(5)) < 0.2  # moto alone answers well under the delay below
+    local_s3.latency_ms = 200
+    try:
+        assert all(timed() >= 0.2 for _ in range(3))
+    finally:
+        local_s3.latency_ms = 0
+    assert min(timed() for _ in range(5)) < 0.2
 
 
 def test_local_s3_round_trip(local_s3: LocalS3) -> None:
