@@ -36,7 +36,7 @@ from .results import (COPIED, CURRENT, FAILED, HELD, REPAIRED, SKIPPED, SLICED, 
 from .slices import Slicer
 from .source import Source, SourceObject
 from .staging import Staging
-from .ways import ServerCopy, Slot, StagedUpload, StreamedUpload, Way
+from .ways import Compose, ServerCopy, Slot, StagedUpload, StreamedUpload, Way
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
 WRITE_AS_NEW_MAX = 1024 * 1024
 KNOWN_NAMES_MAX = 20_000
 STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects streaming at once
-RATE_BACKOFF = (0.5, 2.0)  # seconds: first backoff after a 429, and its cap (jittered, doubling)
+THROTTLED_READS = 8  # reads again of one object whose name Cloud Storage throttled (429), within the deadline
+RATE_BACKOFF = (1.0, 3.0)  # seconds: a 429 waits at least the 1 s a name needs between writes; cap (jittered, doubling)
 
 
 class KnownNames:
@@ -159,8 +160,8 @@ class Copier:
     def _read_loop(self, ref: ObjectRef, slots: list[Slot], staging: Staging) -> None:
         """Give every slot a result. The source is read again (up to SOURCE_ATTEMPTS times) for the
         slots whose write needs it: the source moved on, or a write that cannot be repeated was refused."""
-        pending = slots
-        for attempt in range(SOURCE_ATTEMPTS):
+        pending, attempt, throttled = slots, 0, 0
+        while attempt < SOURCE_ATTEMPTS and throttled < THROTTLED_READS:
             # What each destination holds is looked up while S3 answers the GET: its headers give
             # the state to decide on, its body is read only when some destination needs it.
             as_new = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
@@ -168,7 +169,7 @@ class Copier:
                        else self.pool.submit(self._held, slot) for slot in pending}
             # An event for one version of a versioned bucket reads the current state (one GET either
             # way): when S3 already holds a newer version, that version's own event copies it.
-            latest = attempt == 0 and ref.version_id is not None and ref.event_time is not None
+            latest = ref.version_id is not None and ref.event_time is not None
             opened = self._open(ref, None if latest else ref.version_id, pending, lookups)
             if opened and latest and opened[0].version_id != ref.version_id:
                 obj, body = opened
@@ -187,6 +188,10 @@ class Copier:
                 opened[1].close()  # unread when no destination needed it
             if not pending:
                 return
+            if all(isinstance(slot.error, RateLimited) for slot in pending):
+                throttled += 1  # read again only because Cloud Storage throttled the name (429)
+            else:
+                attempt += 1
         for slot in pending:
             slot.fail(f"{ref.url}: the source kept changing during the copy ({SOURCE_ATTEMPTS} attempts); "
                       "the next event or retry copies its latest state", retryable=True)
@@ -289,8 +294,11 @@ class Copier:
                     slot.result = prove(self.writer, slot, way.fingerprint)
                 elif isinstance(error, (PreconditionFailed, RateLimited)):
                     self.replan(slot, state, self._held(slot))
+                    # Throttled and still due: read again after the backoff (by then S3 may hold a
+                    # newer version, which supersedes this write); a compose's sources stay put.
+                    reread = isinstance(error, RateLimited) and not isinstance(way, Compose)
                     if isinstance(slot.plan, Write):
-                        (retry if way.repeatable else again).append(slot)
+                        (retry if way.repeatable and not reread else again).append(slot)
                     elif slot.plan is AGAIN:
                         again.append(slot)
                 elif isinstance(error, SessionLost):
