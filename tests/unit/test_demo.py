@@ -75,3 +75,28 @@ def test_demo_sh_help_starts_no_server_and_needs_no_setup():
     assert result.stdout.startswith("usage: ./demo.sh")
     assert "Starting the local servers" not in result.stdout
     assert "Installing" not in result.stderr
+
+
+def test_server_side_copies_are_told_from_the_front_s_requests():
+    from tools.demo import _rewrites
+
+    requests = [
+        ("POST", "/upload/storage/v1/b/demo-primary/o"),
+        ("POST", "/storage/v1/b/demo-primary/o/%E6%97%A5%E6%9C%AC%2Fa.txt/rewriteTo/b/demo-archive/o/"
+                 "from-s3%2F%E6%97%A5%E6%9C%AC%2Fa.txt"),
+        ("GET", "/storage/v1/b/demo-archive/o/from-s3%2Fb.txt"),
+    ]
+    assert _rewrites(requests) == {("demo-archive", "from-s3/日本/a.txt"): "demo-primary/日本/a.txt"}
+
+
+def test_replication_latency_is_read_from_the_metric_documents():
+    from tools.demo import _replication_latency
+
+    def document(destination, values, unit):
+        return {"_aws": {"CloudWatchMetrics": [{"Namespace": "GcsSync", "Dimensions": [["FunctionName"],
+                ["FunctionName", "Destination"]], "Metrics": [{"Name": "ReplicationLatency", "Unit": unit}]}]},
+                "FunctionName": "f", "Destination": destination, "ReplicationLatency": values}
+
+    documents = [document("gs://a/", [120.5, 480.0], "Milliseconds"), document("gs://b/", 2.5, "Seconds"),
+                 {"_aws": {"CloudWatchMetrics": []}, "FunctionName": "f", "ObjectsCopied": 2}]
+    assert _replication_latency(documents) == {"gs://a/": 480.0, "gs://b/": 2500.0}

@@ -93,3 +93,26 @@ def test_the_printed_exports_run_the_doctor_and_a_copy_against_the_served_server
     while (line := lines.get(timeout=10)) is not None:
         rest.append(line)
     assert "Stopping the local servers." in rest
+
+
+def test_the_demo_shows_each_objects_outcome_proof_way_and_latency():
+    """./demo.sh end to end (without the .venv check): what it prints is what happened."""
+    result = subprocess.run([sys.executable, "-m", "tools.demo"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, encoding="utf-8")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    flat = " ".join(out.split())  # explanations are wrapped
+    assert "Starting the local servers:" in out and "done (" in out  # setup progress
+    assert "1 s3:TestEvent that S3 sends when a notification configuration is saved" in flat
+    assert "S3 sent 6 messages to the queue: 5 ObjectCreated notifications" in flat
+    rows = [line for line in out.splitlines() if line.lstrip().startswith("gs://demo-") and "  " in line.strip()]
+    copied = [line for line in rows if " copied " in line]
+    assert len(copied) == 2 * 5 + 2  # 5 objects and the rewritten one, at 2 destinations
+    assert all(" crc32 " in line and "latency " in line for line in copied)
+    assert sum("server-side copy" in line for line in copied) == 6  # every archive copy
+    assert sum(" upload " in line for line in copied) == 6  # every primary copy
+    superseded = [line for line in rows if line.rstrip().endswith(" superseded")]
+    assert len(superseded) == 2
+    assert "日本語 フォルダ/レポート 1.txt" in out
+    assert "Demo succeeded" in out
+    assert "(the function skips it)" in flat and "skipped: SQS message" in flat
