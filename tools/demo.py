@@ -296,11 +296,11 @@ def _run(servers: Servers, work: Path) -> int:
     sent = {key: _event_time(m["Body"]) for m in messages for key in _keys(m["Body"])}
 
     say("\n2. The handler receives them as one SQS batch")
-    result, returned = _invoke(lambda_function, {"Records": records})
+    result = _invoke(lambda_function, {"Records": records})
     lines, documents = captured.take()
     say(f"   it returned {json.dumps(result)} (no failed message: SQS deletes them all)")
     ok = not result.get("batchItemFailures")
-    ok &= _report(lines, documents, servers, sent, returned)
+    ok &= _report(lines, documents, servers, sent)
 
     say(f"\n3. {REWRITTEN} is written again: version 2")
     servers.front.reset()
@@ -309,22 +309,23 @@ def _run(servers: Servers, work: Path) -> int:
                                        Metadata={"origin": "demo"})["VersionId"]
     late = next(m for m in messages if REWRITTEN in _keys(m["Body"]))  # version 1's event, kept back
     fresh = _receive(ready["sqs"], ready["queue_url"], 1)
-    result, returned = _invoke(lambda_function, {"Records": [
+    result = _invoke(lambda_function, {"Records": [
         _sqs_record(m, ready["queue_arn"], {REWRITTEN: version_2}) for m in fresh]})
     lines, documents = captured.take()
     ok &= not result.get("batchItemFailures")
-    ok &= _report(lines, documents, servers, {REWRITTEN: _event_time(fresh[0]["Body"])}, returned)
+    ok &= _report(lines, documents, servers, {REWRITTEN: _event_time(fresh[0]["Body"])})
 
     say(f"\n4. Version 1's event arrives again, late (S3 delivers at least once, in no set order)")
-    result, returned = _invoke(lambda_function, {"Records": [
+    result = _invoke(lambda_function, {"Records": [
         _sqs_record(late, ready["queue_arn"], versions, message_id=str(uuid.uuid4()))]})
     lines, documents = captured.take()
     ok &= not result.get("batchItemFailures")
-    outcomes = _report(lines, documents, servers, {}, returned, expect="superseded")
+    outcomes = _report(lines, documents, servers, {}, expect="superseded")
     ok &= outcomes
     say("   The newer copy stays: a destination never goes back to an older state of the source.")
 
-    say(wrap=True, text=f"\nGoogle token exchanges: STS {servers.tokens.sts_calls}, impersonation {servers.tokens.iam_calls} "
+    say()
+    say(wrap=True, text=f"Google token exchanges: STS {servers.tokens.sts_calls}, impersonation {servers.tokens.iam_calls} "
         f"(one token for every invocation of this container); unauthenticated Cloud Storage requests: "
         f"{len(servers.front.unauthorized)}")
     ok &= _listings(servers, {**TREE, REWRITTEN: body})
@@ -381,54 +382,50 @@ def _sqs_record(message: dict, queue_arn: str, versions: dict[str, str], message
             "awsRegion": "us-east-1", "attributes": {}, "messageAttributes": {}}
 
 
-def _invoke(lambda_function: Any, event: dict) -> tuple[Any, datetime]:
-    result = lambda_function.lambda_handler(event, _Context())
-    return result, datetime.now(timezone.utc)
+def _invoke(lambda_function: Any, event: dict) -> Any:
+    return lambda_function.lambda_handler(event, _Context())
 
 
 def _report(lines: list[dict], documents: list[dict], servers: Servers, sent: dict[str, datetime | None],
-            returned: datetime, expect: str | None = None) -> bool:
-    """Per object and destination: outcome, proof, how it was written, replication latency."""
+            expect: str | None = None) -> bool:
+    """Per object and destination: outcome, proof, how it was written, replication latency.
+    ``sent``: each key's event time, in the order the events were delivered."""
     rewrites = _rewrites(servers.front.requests)
-    latencies = _replication_latency(documents)
     by_source: dict[str, list[dict]] = {}
     for line in lines:
         if "destination" in line and "outcome" in line and "source" in line:
             by_source.setdefault(line["source"], []).append(line)
-    ok, groups, rows, estimated = True, [], [], False
+    latency = _latency_per_copy(by_source, documents, sent)
+    ok, groups, rows = True, [], []
     for source, results in by_source.items():
         url, _, version = source.partition(" (version ")
-        key = url.split("/", 3)[3]
         groups.append((f"{url}" + (f"  (version {version.rstrip(')')[:8]}…)" if version else ""), len(results)))
         for line in sorted(results, key=lambda d: d["destination"] != f"gs://{PRIMARY}/"):
             outcome = line["outcome"]
             ok &= outcome != "failed" and (expect is None or outcome == expect)
-            how = latency = ""
+            how = ""
             if outcome in ("copied", "repaired"):
                 bucket, name = line["object"][len("gs://"):].split("/", 1)
                 how = "server-side copy" if (bucket, name) in rewrites else "upload"
-                metric = latencies.get(line["destination"])
-                if metric is not None:
-                    latency = f"latency {metric:,.0f} ms"
-                elif sent.get(key):
-                    latency = f"latency {(returned - sent[key]).total_seconds() * 1000:,.0f} ms*"
-                    estimated = True
-            rows.append([line["object"], outcome, line.get("proof", ""), how, latency])
+            rows.append([line["object"], outcome, line.get("proof", ""), how,
+                         latency.get((source, line["destination"]), "")])
     formatted = iter(columns(rows, indent="     "))
     for heading, count in groups:
         say(f"   {heading}")
         for _ in range(count):
             say(next(formatted))
     if any(row[3] == "server-side copy" for row in rows):
-        explain("how", "   upload: the bytes read from S3, sent to the primary destination; server-side copy: Cloud Storage "
-            "copied the primary's proven copy (objects.rewrite), nothing more sent from AWS")
+        explain("how", "   upload: the bytes read from S3, sent to the primary destination; server-side copy: "
+                       "Cloud Storage copied the primary's proven copy (objects.rewrite), nothing more sent from AWS")
     if any(row[2] for row in rows):
-        explain("proof", "   proof: the record S3 keeps of the object that the copy was checked against (crc32: the CRC32 "
-            "computed when it was uploaded)")
-    if estimated:
-        explain("estimated", "   * latency from the event's eventTime to the handler's return (no ReplicationLatency was written)")
-    elif latencies:
-        explain("latency", "   latency: ReplicationLatency, from the event's eventTime to the proven copy")
+        explain("proof", "   proof: the record S3 keeps of the object that the copy was checked against (crc32: "
+                         "the CRC32 computed when it was uploaded)")
+    if any(row[4].endswith("*") for row in rows):
+        say("   * latency from the event's eventTime to the function's log line for the object (the metric "
+            "documents hold no ReplicationLatency for it)", wrap=True)
+    elif any(row[4] for row in rows):
+        explain("latency", "   latency: ReplicationLatency, the function's metric: from the event's eventTime "
+                           "(set by S3) to the proven copy")
     for line in lines:
         if line.get("level") in ("WARN", "ERROR", "FATAL"):
             say(f"   log {line['level']}: {line.get('message')} {line.get('error', '')}")
@@ -436,8 +433,37 @@ def _report(lines: list[dict], documents: list[dict], servers: Servers, sent: di
             say(f"   skipped: {line.get('reason')}")
     summary = _metric_summary(documents)
     if summary:
-        say(f"   metrics (CloudWatch EMF, {len(documents)} documents): {summary}")
+        say(f"   metrics (CloudWatch EMF, {len(documents)} documents): {summary}", wrap=True)
     return ok
+
+
+def _latency_per_copy(by_source: dict[str, list[dict]], documents: list[dict],
+                      sent: dict[str, datetime | None]) -> dict[tuple[str, str], str]:
+    """(source, destination) -> "latency N ms" for each copy written. From ReplicationLatency: its
+    values for a destination follow the order of the invocation's objects (the events' order); when
+    they cannot be matched, from the event time to the object's log line (marked *)."""
+    metric = _replication_latency(documents)
+    order = {key: i for i, key in enumerate(sent)}
+    written: dict[str, list[tuple[int, str]]] = {}
+    for source, results in by_source.items():
+        key = source.partition(" (version ")[0].split("/", 3)[3]
+        for line in results:
+            if line["outcome"] in ("copied", "repaired"):
+                written.setdefault(line["destination"], []).append((order.get(key, len(order)), source))
+    found: dict[tuple[str, str], str] = {}
+    for destination, copies in written.items():
+        values = metric.get(destination, [])
+        if len(values) == len(copies):
+            for (_, source), value in zip(sorted(copies), values):
+                found[(source, destination)] = f"latency {value:,.0f} ms"
+            continue
+        for _, source in copies:
+            key = source.partition(" (version ")[0].split("/", 3)[3]
+            line = next(l for l in by_source[source] if l["destination"] == destination)
+            if sent.get(key) and line.get("timestamp"):
+                late = datetime.fromisoformat(line["timestamp"]) - sent[key]  # type: ignore[operator]
+                found[(source, destination)] = f"latency {late.total_seconds() * 1000:,.0f} ms*"
+    return found
 
 
 def _rewrites(requests: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -452,18 +478,17 @@ def _rewrites(requests: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]
     return copies
 
 
-def _replication_latency(documents: list[dict]) -> dict[str, float]:
-    """Destination -> the largest ReplicationLatency of the invocation, in milliseconds."""
-    found = {}
+def _replication_latency(documents: list[dict]) -> dict[str, list[float]]:
+    """Destination -> the invocation's ReplicationLatency values, in milliseconds, in order."""
+    found: dict[str, list[float]] = {}
     for document in documents:
         if "ReplicationLatency" not in document or "Destination" not in document:
             continue
         units = {m["Name"]: m.get("Unit") for d in document["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
         values = document["ReplicationLatency"]
-        values = values if isinstance(values, list) else [values]
         scale = 1000.0 if units.get("ReplicationLatency") == "Seconds" else 1.0
-        if values:
-            found[document["Destination"]] = max(values) * scale
+        found.setdefault(document["Destination"], []).extend(
+            v * scale for v in (values if isinstance(values, list) else [values]))
     return found
 
 
@@ -530,17 +555,20 @@ def serve(stop: threading.Event | None = None) -> int:
         for name, value in environment.items():
             say(f"export {name}={shlex.quote(value)}")
         commands = [
-            ("doctor", "every check passes against the local servers"),
-            (f"sync s3://{source} --dry-run", "what a sync would copy"),
-            (f"copy s3://{source}/{REWRITTEN}", "one object, now"),
-            (f"sync s3://{source}", "the rest"),
-            (f"check s3://{source}", "the audit: every destination ok"),
-            (f"redrive {shlex.quote(failures)} --dry-run", "the failure queue's record"),
+            ("every check passes against the local servers", "doctor"),
+            ("what a sync would copy", f"sync s3://{source} --dry-run"),
+            ("one object, now", f"copy s3://{source}/{REWRITTEN}"),
+            ("the failure queue holds one record of a failed event: what it would redrive, then redrive it",
+             f"redrive {shlex.quote(failures)} --dry-run"),
+            (None, f"redrive {shlex.quote(failures)}"),
+            ("the rest", f"sync s3://{source}"),
+            ("the audit: every destination ok", f"check s3://{source}"),
         ]
-        say("\nthen, for example:\n")
-        for line in columns([[f".venv/bin/python -m gcs_sync {command}", f"# {why}"] for command, why in commands],
-                            indent=""):
-            say(line)
+        say("\nthen, for example:")
+        for why, command in commands:
+            if why:
+                say(f"\n# {why}")
+            say(f".venv/bin/python -m gcs_sync {command}")
         say(f"""
 AWS_ENDPOINT_URL_STS is where the doctor asks whose AWS credentials these are; the credential
 configuration (GOOGLE_APPLICATION_CREDENTIALS) sends the token exchange to the local STS / IAM

@@ -87,6 +87,11 @@ def test_the_printed_exports_run_the_doctor_and_a_copy_against_the_served_server
     assert copy.returncode == 0, copy.stderr
     assert json.loads(copy.stdout)["copied"] == 1
 
+    queue = next(line.split()[-2] for line in seen if " -m gcs_sync redrive " in line and line.endswith("--dry-run"))
+    redrive = _cli(exports, "redrive", queue, "--dry-run", home=tmp_path)
+    assert redrive.returncode == 0, redrive.stderr
+    assert json.loads(redrive.stdout.splitlines()[-1])["would_redrive"] == 1
+
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0
     rest = []

@@ -99,4 +99,4 @@ def test_replication_latency_is_read_from_the_metric_documents():
 
     documents = [document("gs://a/", [120.5, 480.0], "Milliseconds"), document("gs://b/", 2.5, "Seconds"),
                  {"_aws": {"CloudWatchMetrics": []}, "FunctionName": "f", "ObjectsCopied": 2}]
-    assert _replication_latency(documents) == {"gs://a/": 480.0, "gs://b/": 2500.0}
+    assert _replication_latency(documents) == {"gs://a/": [120.5, 480.0], "gs://b/": [2500.0]}
