@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import google.auth
 import google.auth.aws
@@ -53,6 +54,42 @@ class _BoundedRequest(google.auth.transport.requests.Request):
         return super().__call__(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
 
 
+GOOGLE_DOMAIN = "googleapis.com"
+
+
+def _on_google(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == GOOGLE_DOMAIN or host.endswith("." + GOOGLE_DOMAIN)
+
+
+def location_lookup_wanted(info: dict, settings: Settings) -> bool:
+    """Whether google-auth's "allowed locations" lookup has a Google to ask.
+
+    google-auth (>= 2.55) asks Google's IAM for the service account's regional access boundary
+    (``allowedLocations``) in a background thread started by the first request made with the
+    credentials (a copy of the transport is made on that request's path: ~4 ms here), again an hour
+    before the answer expires (6 h) or, after a failure, when its cooldown ends (15 min, doubling);
+    the answer travels as ``x-allowed-locations`` on later requests, for Google's services to read.
+    ``bench/location_lookup.py`` measures it.
+    Its address is fixed (``iamcredentials.googleapis.com``: no option or variable of 2.62 moves
+    it, and ``GOOGLE_AUTH_TRUST_BOUNDARY_ENABLED`` is no longer read). So it is kept only when the
+    credentials and Cloud Storage are Google's: the token exchange (``token_url``), the
+    impersonation (``service_account_impersonation_url``) and ``GCS_API_ENDPOINT`` when set are
+    all on googleapis.com. Against stand-ins (a local run) it would only call Google from a
+    machine that may not reach it, and send nothing anyone reads."""
+    urls = (info.get("token_url"), info.get("service_account_impersonation_url"), settings.gcs_api_endpoint)
+    return all(_on_google(url) for url in urls if isinstance(url, str) and url)
+
+
+def _without_location_lookup(credentials: Any) -> None:
+    """Switch the lookup off on these credentials (external_account: the impersonated credentials
+    it makes are reached only through this hook). google-auth has no public switch: this replaces
+    the hook its requests call (``before_request`` -> ``_after_refresh``); a test proves a local
+    token refresh and request reach no other host, so a renamed hook is caught there."""
+    if hasattr(credentials, "_maybe_start_regional_access_boundary_refresh"):
+        credentials._maybe_start_regional_access_boundary_refresh = lambda request, url: None
+
+
 _TRANSIENT = re.compile(r"\b(429|500|502|503|504)\b|unavailable|rate.?limit|resource_exhausted|backenderror|"
                         r"internal error|timed? ?out", re.IGNORECASE)
 
@@ -67,6 +104,7 @@ class GoogleAuth:
 
     @classmethod
     def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> "GoogleAuth":
+        info: dict | None = None
         if settings.credentials_path is None:
             try:
                 credentials, _ = google.auth.default()
@@ -89,6 +127,9 @@ class GoogleAuth:
                                        f"{settings.credentials_path}: {exc}", fix=REGENERATE) from exc
         if getattr(credentials, "requires_scopes", False) or hasattr(credentials, "with_scopes"):
             credentials = credentials.with_scopes(list(SCOPES))
+        if info is not None and not location_lookup_wanted(info, settings):
+            # After the copies made above: a copy (with_scopes) would not keep it.
+            _without_location_lookup(credentials)
         return cls(credentials, deadline)
 
     def ensure_token(self) -> None:

@@ -40,7 +40,7 @@ examples:
   python -m gcs_sync check s3://my-bucket/reports/      audit: what each destination lacks or holds wrong
   python -m gcs_sync redrive https://sqs.us-east-1.amazonaws.com/123456789012/gcs-sync-failures --dry-run
 
-local servers (for example the demo's, which run while ./demo.sh runs):
+local servers (./demo.sh --serve prints these lines for its own, and keeps them running):
   export AWS_ENDPOINT_URL_S3=http://127.0.0.1:PORT        the local S3
   export AWS_ENDPOINT_URL_STS=http://127.0.0.1:PORT       the local STS (moto: the S3 address), for doctor
   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_SESSION_TOKEN=... AWS_REGION=us-east-1

@@ -16,11 +16,14 @@ if [ -z "$python" ] || ! "$python" -c 'import sys; sys.exit(sys.version_info[:2]
 fi
 
 if [ ! -x .venv/bin/python ]; then
+  echo "Creating .venv with $python ..." >&2
   "$python" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
 want=$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in ("requirements.txt", "requirements-dev.txt"))).hexdigest())')
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "Installing the pinned dependencies into .venv (requirements.txt, requirements-dev.txt; once, and" \
+    "again when they change: about a minute) ..." >&2
   if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
     -r requirements.txt -r requirements-dev.txt; then
     platform="$(uname -s) $(uname -m)"

@@ -100,7 +100,7 @@ def test_function_handler_runtime_and_architecture(template):
     assert props["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     runtime = template["Parameters"]["Runtime"]
     assert runtime["Default"] == "python3.11"
-    assert runtime["AllowedValues"] == ["python3.11", "python3.12", "python3.13"]
+    assert runtime["AllowedValues"] == ["python3.11", "python3.12", "python3.13", "python3.14"]  # build.sh --python
     timeout = template["Parameters"]["Timeout"]
     assert (timeout["Default"], timeout["MaxValue"]) == (300, 900)
     storage = template["Parameters"]["EphemeralStorage"]

@@ -64,7 +64,12 @@ def section(text: str, heading: str) -> str:
 
 def table(text: str) -> list[dict[str, str]]:
     """The first Markdown table in ``text``, as one dict per row keyed by the header cells."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break  # the first table ends at its first line that is not a row
     assert len(lines) >= 3, "no table found"
     split = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
     header = split(lines[0])
@@ -564,3 +569,194 @@ def test_every_visibility_timeout_and_timeout_limit_in_the_readme_is_the_templat
         template["Resources"]["WorkQueue"]["Properties"]["VisibilityTimeout"]}
     limits = re.findall(r"up to (\d+) s for large objects", text)
     assert limits and {int(v) for v in limits} == {template["Parameters"]["Timeout"]["MaxValue"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# The overview and the facts stated once: each against its source
+# ------------------------------------------------------------------------------------------------
+
+BUILD = ROOT / "build.sh"
+METRICS = ROOT / "gcs_sync" / "metrics.py"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _top(readme: str) -> str:
+    return readme[: readme.index("## Two commands")]
+
+
+def _versions(text: str) -> list[str]:
+    return re.findall(r"3\.\d+", text)
+
+
+@pytest.mark.skipif(BASH is None, reason="bash runs build.sh")
+def test_python_versions_are_what_build_sh_accepts_and_the_template_allows(template, readme):
+    source = re.search(r"^SUPPORTED_PYTHONS=\(([^)]*)\)", BUILD.read_text(), re.M)
+    assert source, "build.sh lists SUPPORTED_PYTHONS"
+    accepted = source.group(1).split()
+    # What build.sh really does: its refusal of another version lists the ones it accepts ...
+    refused = subprocess.run([BASH, str(BUILD), "--python", "3.99"], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)
+    assert refused.returncode != 0 and "3.99 is not supported" in refused.stderr, refused.stderr
+    assert _versions(refused.stderr.split("only")[0].split("for Python")[-1]) == accepted
+    # ... and so does its --help.
+    help_text = subprocess.run([BASH, str(BUILD), "--help"], capture_output=True, text=True, check=True,
+                               timeout=60, cwd=ROOT).stdout
+    python_option = _flat(help_text[help_text.index("--python X.Y"): help_text.index("--out DIR")])
+    assert _versions(python_option.split("3.11):")[-1]) == accepted
+
+    stated = re.search(r"\*\*Python versions:\*\* `--python` accepts ([^(]+) \(default (3\.\d+)\)",
+                       _flat(section(readme, "Building the deployment zip")))
+    assert stated, "the README states which versions --python accepts"
+    assert _versions(stated.group(1)) == accepted
+    runtime = template["Parameters"]["Runtime"]
+    assert f"python{stated.group(2)}" == runtime["Default"]
+    assert runtime["AllowedValues"] == [f"python{v}" for v in accepted]
+    row = _row({r["setting"]: r for r in table(section(readme, "Function settings and their defaults"))},
+               "runtime")
+    assert [stated.group(2)] + _versions(row["when to change it"]) == accepted
+
+
+def test_one_visibility_timeout_rule_the_templates_and_the_doctors(template, readme):
+    from gcs_sync.doctor.aws_checks import LAMBDA_MAX_TIMEOUT
+    from gcs_sync.doctor.catalogue import SLICE_QUEUE
+
+    rule_section = section(readme, "The work queue's visibility timeout")
+    rule = _flat(rule_section)
+    stated = re.search(r"a visibility timeout of (\d+) s, which is (\d+) × the longest timeout Lambda allows "
+                       r"\((\d+) s\)", rule)
+    assert stated, "the rule states the value and where it comes from"
+    value, factor, longest = map(int, stated.groups())
+    queue = template["Resources"]["WorkQueue"]["Properties"]
+    assert value == queue["VisibilityTimeout"] == factor * longest
+    assert longest == template["Parameters"]["Timeout"]["MaxValue"] == LAMBDA_MAX_TIMEOUT
+    floor = re.search(r"must never be below (\d+) s", rule)
+    assert floor and int(floor.group(1)) == LAMBDA_MAX_TIMEOUT  # what the doctor refuses
+    assert f"`{SLICE_QUEUE}` check fails a queue below {LAMBDA_MAX_TIMEOUT} s" in rule
+    # Everywhere else the value only, never a second rule.
+    rest = _flat(readme.replace(rule_section, ""))
+    mentions = re.findall(r"visibility timeout[^.|]*?(\d{3,}) s", rest)
+    assert len(mentions) >= 2 and {int(m) for m in mentions} == {value}, mentions
+    assert not re.search(r"visibility timeout (?:of )?at least", rest)
+    assert rest.count("(#the-work-queues-visibility-timeout)") >= 2
+
+
+def _written_metrics() -> dict[str, str]:
+    """Metric name -> unit, as gcs_sync/metrics.py writes them (``"Name": (value, "Unit")``)."""
+    source = METRICS.read_text()
+    found = dict(re.findall(r'"([A-Z][A-Za-z0-9]+)": \(.*?,\s*"(Count|Bytes|Milliseconds|Seconds)"\)', source, re.S))
+    assert {"ObjectsCopied", "CopiesProven", "CopiesWithoutS3Proof", "SlicesCopied"} <= set(found)  # the scan works
+    return found
+
+
+def _readme_metrics(readme: str) -> dict[str, str]:
+    """Metric name -> unit, from the README's metrics table."""
+    stated: dict[str, str] = {}
+    for row in table(section(readme, "Logs and metrics")):
+        names = re.findall(r"`([A-Za-z0-9]+)`", row["metric"])
+        units = [unit.strip() for unit in row["unit"].split(",")]
+        assert len(units) in (1, len(names)), row
+        for name, unit in zip(names, units * len(names) if len(units) == 1 else units):
+            stated[name] = unit
+    return stated
+
+
+def test_the_metrics_table_is_what_metrics_py_writes(readme):
+    written, stated = _written_metrics(), _readme_metrics(readme)
+    missing = sorted(set(written) - set(stated))
+    assert not missing, f"metrics.py writes these, the README's table does not list them: {missing}"
+    # The contract's ReplicationLatency is listed whether or not this tree writes it yet.
+    invented = sorted(set(stated) - set(written) - {"ReplicationLatency"})
+    assert not invented, f"the README lists metrics metrics.py does not write: {invented}"
+    for name, unit in written.items():
+        assert stated[name] == unit, (name, stated[name], unit)
+    assert stated["ReplicationLatency"] == written.get("ReplicationLatency", "Milliseconds")
+    latency = next(r for r in table(section(readme, "Logs and metrics")) if "`ReplicationLatency`" in r["metric"])
+    assert "`Destination`" in latency["dimensions"] and "`eventTime`" in latency["counts"]
+
+
+def test_the_proofs_named_are_the_codes(readme):
+    from gcs_sync.proof import PROOFS
+
+    top = _flat(_top(readme))
+    named = re.search(r"each result names that proof: (.+?)\(see", top)
+    assert named, "the overview names the proofs"
+    assert re.findall(r"`([a-z0-9-]+)`", named.group(1)) == list(PROOFS)
+    row = next(r for r in table(section(readme, "Logs and metrics")) if "`CopiesProven`" in r["metric"])
+    assert re.findall(r"`([a-z0-9-]+)`", row["counts"]) == list(PROOFS)
+
+
+def test_the_overview_describes_todays_copy(readme, tmp_path):
+    top = _flat(_top(readme))
+    for claim in ("uploaded once, to the primary destination", "`objects.rewrite`", "`FANOUT=copy`, the default",
+                  "staged under `/tmp`, large ones streamed", "sliced", "`ReplicationLatency`", "redriven",
+                  "an audit (`check`)", "a health check (`doctor`)", "a record from the failure queue"):
+        assert claim in top, claim
+    assert _settings(tmp_path, GCS_DESTINATIONS="gs://bucket-a gs://bucket-b").fanout == "copy"
+
+
+def test_the_events_table_lists_every_shape_the_function_accepts(readme):
+    from gcs_sync.events import ACCEPTED_SHAPES
+
+    rows = " ".join(row["shape"] for row in table(section(readme, "Events the function accepts")))
+    for request in re.findall(r"\{'([a-z_]+)':", ACCEPTED_SHAPES):
+        assert f'{{"{request}":' in rows, request
+    assert "`s3:TestEvent` is skipped" in rows
+    assert '"requestPayload": ORIGINAL_EVENT' in rows  # a failure record (the contract's 8th shape)
+    assert "slice tasks" in rows
+
+
+def test_the_copy_path_stages_streams_and_slices(readme, tmp_path):
+    path = section(readme, "The copy path")
+    diagram = code_blocks("```\n" + path.split("```", 1)[1], "")[0][1]
+    threshold = _settings(tmp_path).stream_threshold // (1024 * 1024)
+    for step in (f"under {threshold} MiB", "staged in a private dir under /tmp", f"{threshold} MiB and up",
+                 "streamed", "sliced", "work queue", "primary destination", "server-side copy (objects.rewrite)",
+                 "FANOUT=upload"):
+        assert step in diagram, step
+
+
+def test_the_throughput_figure_is_the_one_the_function_plans_with(template, readme):
+    from gcs_sync.slices import ASSUMED_THROUGHPUT, TIME_SHARE
+
+    text = _flat(readme)
+    rate = ASSUMED_THROUGHPUT / 1e6
+    assert {float(r) for r in re.findall(r"(\d+) MB/s assumed", text)} == {rate}
+    assert len(re.findall(r"(\d+) MB/s assumed", text)) >= 3
+    sizing = _flat(section(readme, "Sizing"))
+    longest = template["Parameters"]["Timeout"]["MaxValue"]
+    default = template["Parameters"]["Timeout"]["Default"]
+    stated = re.search(r"At (\d+) MB/s one invocation \(at most (\d+) s\) copies about (\d+) GB at best, and an "
+                       r"object that needs more than (\d+) % of the time left is sliced: from about (\d+) GB with "
+                       r"the full \d+ s, about (\d+) GB with the default (\d+) s", sizing)
+    assert stated, "Sizing states what one invocation copies at the assumed rate"
+    at, limit, best, share, sliced_max, sliced_default, timeout = map(int, stated.groups())
+    assert (at, limit, timeout, share) == (rate, longest, default, round(TIME_SHARE * 100))
+    assert best == round(limit * rate / 1000)
+    assert sliced_max == int(TIME_SHARE * limit * rate / 1000)
+    assert sliced_default == round(TIME_SHARE * default * rate / 1000)
+    one = re.search(r"100 GB takes about (\d+) minutes for one container", sizing)
+    assert one and int(one.group(1)) == round(100e9 / (rate * 1e6) / 60)
+    assert "stated" not in sizing and "80 MB/s" not in text
+
+
+def test_the_memory_examples_follow_the_default_fanout(readme, tmp_path):
+    from gcs_sync.streaming import QUEUE_DEPTH
+    from gcs_sync.transfer import STREAM_MEMORY_SHARE
+
+    sizing = _flat(section(readme, "Sizing"))
+    defaults = _settings(tmp_path, AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024")
+    mib = 1024 * 1024
+    staged = re.search(r"at the default (\d+) MB \((\d+) at once\) that is (\d+) × (\d+) MiB = (\d+) MiB at most", sizing)
+    assert staged, "Sizing gives the staged objects' memory at the default setting"
+    memory, at_once, times, size, total = map(int, staged.groups())
+    assert memory == defaults.memory_mb and at_once == times == defaults.object_concurrency
+    assert size * mib == defaults.stream_threshold and total == times * size
+    streamed = re.search(r"`STREAM_CHUNK_MB` × \(1 \+ (\d+) × the destinations it is uploaded to\): (\d+) MiB "
+                         r"under `FANOUT=copy`", sizing)
+    assert streamed and int(streamed.group(1)) == QUEUE_DEPTH + 1
+    assert int(streamed.group(2)) * mib == defaults.stream_chunk * (1 + (QUEUE_DEPTH + 1))
+    assert f"{round(STREAM_MEMORY_SHARE * 100)} % of the memory setting" in sizing
+    assert not re.search(r"× \d+ destinations =", sizing)  # FANOUT=copy uploads once
