@@ -299,6 +299,7 @@ def _held(blob: Any) -> HeldObject:
         size=int(blob.size or 0),
         crc32c=blob.crc32c,
         md5=blob.md5_hash,
+        updated=blob.updated.timestamp() if blob.updated else None,
     )
 
 

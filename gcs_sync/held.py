@@ -17,6 +17,7 @@ class HeldObject:
     size: int
     crc32c: str | None
     md5: str | None = None
+    updated: float | None = None  # Unix time of the generation's write: a name takes one write a second
 
     def disagreement(self) -> str | None:
         """Why this copy is not what its provenance claims (size, checksums), or None."""

@@ -15,7 +15,6 @@ S3's answer into ``Write`` / ``Final``, or ``AGAIN`` when the source moved on (r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Union
 
 from .metadata import SourceState
@@ -85,21 +84,12 @@ def resolve(state: SourceState, held: Any, current: SourceState) -> Plan:
     return AGAIN
 
 
-def version_replaced(event_version: str | None, event_time: str | None, read_version: str | None,
-                     read_modified: Any) -> bool:
-    """Whether S3's current version (``read_version``, last modified ``read_modified``) is newer than
-    the version the event named at ``event_time``: the event is then superseded without a write,
-    the newer version's own event copies it. Another version that is not clearly newer (the named
-    one deleted, the same second) is not: the named version is read as before."""
-    if event_version is None or read_version == event_version or read_modified is None or not event_time:
-        return False
-    try:
-        announced = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if announced.tzinfo is None:
-        announced = announced.replace(tzinfo=timezone.utc)
-    return read_modified > announced
+def version_replaced(event_version: str | None, read_version: str | None) -> bool:
+    """Whether S3's current version (``read_version``: the current state was read) is not the one the
+    event named. S3's current version is its newest, so the named version, when it still exists, is
+    older: the event is superseded without a write and the current version's own event copies it;
+    when the named version was deleted there is nothing of it to copy either."""
+    return event_version is not None and read_version != event_version
 
 
 def fan_out(fanout: str, primary: str | None, slots: list, writes: list,

@@ -49,6 +49,7 @@ WRITE_AS_NEW_MAX = 1024 * 1024
 KNOWN_NAMES_MAX = 20_000
 STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects streaming at once
 THROTTLED_READS = 8  # reads again of one object whose name Cloud Storage throttled (429), within the deadline
+NAME_WRITE_INTERVAL = 1.0  # seconds: Cloud Storage takes about one write per second to one object name
 RATE_BACKOFF = (1.0, 3.0)  # seconds: a 429 waits at least the 1 s a name needs between writes; cap (jittered, doubling)
 
 
@@ -169,17 +170,15 @@ class Copier:
                        else self.pool.submit(self._held, slot) for slot in pending}
             # An event for one version of a versioned bucket reads the current state (one GET either
             # way): when S3 already holds a newer version, that version's own event copies it.
-            latest = ref.version_id is not None and ref.event_time is not None
+            latest = ref.version_id is not None and ref.event_time is not None  # a notification's version
             opened = self._open(ref, None if latest else ref.version_id, pending, lookups)
-            if opened and latest and opened[0].version_id != ref.version_id:
-                obj, body = opened
-                body.close()
-                if planning.version_replaced(ref.version_id, ref.event_time, obj.version_id, obj.last_modified):
-                    for slot in pending:
-                        slot.finish(SUPERSEDED, detail=f"S3 already holds a newer version ({obj.version_id}); "
-                                                       "its own event copies it")
-                    return _settled(lookups)
-                opened = self._open(ref, ref.version_id, pending, lookups)  # the version named, as before
+            if opened and latest and planning.version_replaced(ref.version_id, opened[0].version_id):
+                opened[1].close()
+                _settled(lookups)
+                for slot in pending:
+                    slot.finish(SUPERSEDED, detail=f"S3's current version is {opened[0].version_id}, not the one the "
+                                                   "event named: nothing to write (the current one's own event copies it)")
+                return
             if opened is None:
                 return
             try:
@@ -308,9 +307,10 @@ class Copier:
                     slot.finish(HELD, detail=str(error), until=error.until)
                 elif not isinstance(error, RewriteRefused):
                     slot.fail(str(error), error.retryable)
-            if any(isinstance(s.error, RateLimited) for s in retry + again):
+            limited = [s for s in retry + again if isinstance(s.error, RateLimited)]
+            if limited:
                 throttled += 1
-                if not back_off(self.deadline, throttled):
+                if not back_off(self.deadline, throttled, [s.held.updated for s in limited if s.held]):
                     break
             todo = retry
         for slot in todo:
@@ -447,9 +447,15 @@ def prove(writer: Writer, slot: Slot, fingerprint: Any) -> DestinationResult:
                   proof=fingerprint.plan.proof)
 
 
-def back_off(deadline: Deadline, attempt: int) -> bool:
-    """Sleep before writing a name Cloud Storage throttled (429); False when the deadline leaves no room."""
-    delay = random.uniform(RATE_BACKOFF[0], min(RATE_BACKOFF[1], RATE_BACKOFF[0] * 2 ** attempt))
+def back_off(deadline: Deadline, attempt: int, written_at: list) -> bool:
+    """Sleep before writing a name Cloud Storage throttled (429): until a second after its last write
+    when Cloud Storage said when that was (``written_at``), else a jittered doubling backoff; False
+    when the deadline leaves no room."""
+    known = [t for t in written_at if t]
+    if known:
+        delay = max(0.0, max(known) + NAME_WRITE_INTERVAL - time.time()) + random.uniform(0.1, 0.4)
+    else:
+        delay = random.uniform(RATE_BACKOFF[0], min(RATE_BACKOFF[1], RATE_BACKOFF[0] * 2 ** attempt))
     left = deadline.remaining()
     if left is not None and left < delay + 2.0:
         return False

@@ -843,7 +843,7 @@ def test_event_naming_a_deleted_older_version_writes_nothing(world):
     summary = world.notify(r1)
     assert summary["superseded"] == 1 and summary["failed"] == 0
     (result,) = summary["results"][0]["destinations"]
-    assert "newer version" in result["detail"], result
+    assert "not the one the event named" in result["detail"], result
     assert world.gcs_object(dest, "versions.txt")["generation"] == generation
     assert world.gcs_bytes(dest, "versions.txt") == b"v2"
 
