@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
+import subprocess
 
 from tests.conftest import Rig
 
@@ -137,6 +138,31 @@ def uploads(world: Invoker, bucket: str | None = None, since: int = 0) -> int:
     wanted = "/upload/" if bucket is None else f"/upload/storage/v1/b/{bucket}/o"
     return sum(1 for method, path in world.rig.front.requests[since:]
                if method == "POST" and path.startswith(wanted))
+
+
+@pytest.fixture
+def small_disk(world, monkeypatch):
+    """``small_disk(nbytes)``: the function's temporary directory on a file system of that size (a
+    tmpfs mounted for the test), so the free space and a full disk are the operating system's own
+    answers. Needs root, as on the project's machines and CI."""
+    mounted: list[Path] = []
+
+    def make(nbytes: int) -> Path:
+        path = world.tmp_path / f"small-disk-{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={nbytes},mode=0700", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"mounting a {nbytes}-byte tmpfs needs root: {done.stderr.strip()}")
+        mounted.append(path)
+        world.staging = path
+        monkeypatch.setenv("STAGING_DIR", str(path))
+        lambda_function._container.reset()
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @pytest.fixture

@@ -62,14 +62,10 @@ def test_the_staging_disk_is_not_used_when_streaming(world, monkeypatch):
     assert files == [] and world.staging_leftovers() == []
 
 
-def test_an_object_larger_than_the_free_space_streams_instead_of_failing(world, monkeypatch):
+def test_an_object_larger_than_the_free_space_streams_instead_of_failing(world, small_disk):
     dest = world.bucket()
     world.configure(f"gs://{dest}", STREAM_CHUNK_MB="1", STREAM_THRESHOLD_MB="64")
-
-    class Tiny:
-        free = 100 * 1024
-
-    monkeypatch.setattr(gcs_sync.staging.shutil, "disk_usage", lambda path: Tiny)
+    small_disk(100 * 1024)
     body = os.urandom(MIB + 5)
     small = world.put("small.txt", b"fits")
     summary = world.notify(world.put("large.bin", body), small)
