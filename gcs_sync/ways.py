@@ -141,8 +141,8 @@ class StreamedUpload:
                 feeder.close()  # without the last chunk: nothing is finalized
             for future in running:
                 future.result()
-            for _, feeder in feeders:
-                feeder.stream.cancel()
+            for slot, feeder in feeders:
+                self._cancel(slot, feeder)
             raise
         for _, feeder in feeders:
             feeder.stream.finish_with(self.fingerprint.crc32c_b64, self.fingerprint.md5_b64)
@@ -152,11 +152,17 @@ class StreamedUpload:
             future.result()
         for slot, feeder in feeders:
             slot.written, slot.error = (None, feeder.error) if feeder.error else (feeder.stream.written(), None)
-            if feeder.error is not None and self._deadline.expired():
-                # Stopped by the invocation's deadline: the session would only wait to expire.
-                feeder.stream.cancel(force=True)
-                log.info("upload session cancelled: the invocation's time ran out", extra={"fields": {
-                    "object": slot.where}})
+            if feeder.error is not None:
+                self._cancel(slot, feeder)
+
+    def _cancel(self, slot: Any, feeder: Any) -> None:
+        """Cancel an unfinished session; also once the deadline has stopped it (the session would
+        otherwise stay open until Cloud Storage expires it)."""
+        late = self._deadline.expired()
+        feeder.stream.cancel(force=late)
+        if late:
+            log.info("upload session cancelled: the invocation's time ran out", extra={"fields": {
+                "object": slot.where}})
 
 
 class Compose:

@@ -10,6 +10,7 @@ import pytest
 import gcs_sync.source
 import gcs_sync.staging
 import gcs_sync.transfer
+import lambda_function
 from gcs_sync.errors import CopyFailed
 
 from .conftest import flip_stored_byte
@@ -180,3 +181,26 @@ def test_ranged_reads_stay_pinned_to_the_state_read_first(world, monkeypatch):
     assert summary["copied"] == 1, summary
     assert len(calls) == 2 and calls[0] != calls[1]
     assert world.gcs_bytes(dest, "ranged/moving.bin") == second
+
+
+def test_an_upload_stopped_by_the_deadline_is_cancelled(world):
+    """A streamed upload that the invocation's deadline stops is not left open until Cloud Storage
+    expires it (a week): its session is cancelled (best effort, logged), nothing is finalized, and
+    the failure is retryable so Lambda's retry copies the object."""
+    from .conftest import CountdownContext
+
+    dest = world.bucket()
+    world.configure(f"gs://{dest}", STREAM_CHUNK_MB="1", STREAM_THRESHOLD_MB="0")
+    body = os.urandom(12 * MIB)
+    record = world.put("slow.bin", body)
+    world.rig.front.latency_ms = 400  # each chunk takes longer than the budget allows for twelve
+    try:
+        with pytest.raises(Exception) as raised:
+            lambda_function.lambda_handler({"Records": [record]}, CountdownContext(3.0))
+    finally:
+        world.rig.front.latency_ms = 0
+    assert "slow.bin" in str(raised.value)
+    cancels = [path for method, path in world.rig.front.requests
+               if method == "DELETE" and path.startswith("/upload/")]
+    assert len(cancels) == 1, world.rig.front.requests[-5:]
+    assert world.gcs_object(dest, "slow.bin") is None
