@@ -12,9 +12,8 @@ dimension sets [FunctionName] and [FunctionName, Destination]. "The event" is th
 notification's ``eventTime`` (EventBridge: ``time``), also when it comes back in a failure record
 (a redrive): the measure is how long the mirror was behind for that object, the time spent
 failing and waiting in the failure queue included. Events that carry no time (S3 Batch
-Operations, a manual sync, the command line, slices of a large object) count from the moment
-the copy started (for a sliced object, its planning), so their latency is the copy's own
-duration.
+Operations, a manual sync, the command line) count from the invocation's start (``started``);
+slices of a large object from its planning.
 
 Under Lambda's JSON log format with an application log level above INFO, Lambda drops JSON lines
 whose ``level`` is below it (a line without one counts as INFO); the documents then carry that
@@ -50,9 +49,10 @@ def set_output(stream: IO[str] | None) -> None:
 
 
 def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
-         refs: Sequence[ObjectRef] | None = None) -> None:
+         refs: Sequence[ObjectRef] | None = None, started: float | None = None) -> None:
     """The invocation's documents. ``refs``: the events' objects, one per report in the same
-    order, for ``ReplicationLatency`` (without them every copy counts from its start)."""
+    order, for ``ReplicationLatency``; ``started``: the invocation's start (Unix time), from which
+    a copy whose event carries no time counts (without it, from the copy's own start)."""
     reports = list(reports)
     if not reports:
         return
@@ -102,7 +102,7 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
                             "Milliseconds"),
             },
         ))
-    for destination, values in replication_latencies(reports, refs, now).items():
+    for destination, values in replication_latencies(reports, refs, now, started).items():
         for start in range(0, len(values), MAX_VALUES):
             _write(_document(
                 timestamp, [["FunctionName"], ["FunctionName", "Destination"]],
@@ -112,7 +112,7 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
 
 
 def replication_latencies(reports: list[ObjectReport], refs: Sequence[ObjectRef] | None,
-                          now: float) -> dict[str, list[float]]:
+                          now: float, started: float | None = None) -> dict[str, list[float]]:
     """Destination URL -> the milliseconds from each copied object's event to its proven copy.
 
     An object announced twice (its reports shared) counts once, from its earliest event time.
@@ -130,7 +130,8 @@ def replication_latencies(reports: list[ObjectReport], refs: Sequence[ObjectRef]
     for key, report in unique.items():
         for result in report.results:
             if result.outcome in (COPIED, REPAIRED):
-                latencies.setdefault(result.destination, []).append(_latency_ms(result, events[key], now))
+                latencies.setdefault(result.destination, []).append(
+                    _latency_ms(result, events[key] if events[key] is not None else started, now))
     return latencies
 
 

@@ -222,3 +222,11 @@ def test_more_than_a_documents_worth_of_copies_are_all_reported(capsys):
     docs = replication(documents(capsys.readouterr().out))
     assert [len(d["ReplicationLatency"]) for d in docs] == [100, 100, 50]
     assert sorted(v for d in docs for v in d["ReplicationLatency"]) == [round(i * 1.0, 3) for i in range(250)]
+
+
+def test_a_copy_whose_event_carries_no_time_counts_from_the_invocations_start(capsys):
+    now = time.time()
+    report = ObjectReport(source="s3://src/synced", results=[written(finished=now)])
+    metrics.emit([report], function_name="fn", shape="sync", refs=[ObjectRef("src", "synced")], started=now - 5)
+    (doc,) = replication(documents(capsys.readouterr().out))
+    assert doc["ReplicationLatency"] == [pytest.approx(5000, abs=1)]
