@@ -11,7 +11,7 @@ from typing import Iterator
 
 from .errors import StagingError
 
-STAGING_PREFIX = "gcs-sync-"
+STAGING_PREFIX = "gcs-sync-staging-"  # distinct: the sweep removes only these, never a neighbour's gcs-sync-* folder
 
 
 class Staging:

@@ -136,7 +136,7 @@ class StagingSpy:
                 assert piece not in entry, f"staging entry {entry!r} contains key text {piece!r}"
         for name, call in self.tempfile_calls:
             if str(call.get("dir", "")).startswith(str(self.root)):
-                assert call.get("prefix") in ("gcs-sync-", "obj-") and not call.get("suffix"), (name, call)
+                assert call.get("prefix") in ("gcs-sync-staging-", "obj-") and not call.get("suffix"), (name, call)
 
 
 def _two_destinations(world, **env):
