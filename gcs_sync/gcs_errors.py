@@ -7,7 +7,7 @@ responses (``streaming``) both come through ``classify``.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .errors import CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
 
@@ -60,14 +60,16 @@ class ObjectHeld(DestinationError):
 
 
 def held_until(message: str) -> str | None:
+    """When a held copy can be replaced, from Cloud Storage's refusal (which writes it in Pacific
+    time with microseconds), as RFC 3339 UTC; None when the message names no time (a hold)."""
     match = _UNTIL.search(message or "")
     if not match:
         return None
     try:
-        datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return match.group(1)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def bucket_missing(message: str) -> bool:
