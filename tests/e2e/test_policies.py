@@ -309,3 +309,19 @@ def test_a_held_final_object_of_a_sliced_copy_is_not_a_failed_slice(world, caplo
     assert world.gcs_bytes(dest, "s.bin") != data
     # The bucket's retention policy keeps the slices' temporaries too: they cannot be removed before
     # its period ends (the lifecycle rule for slice leftovers removes them then).
+
+
+def test_a_held_primary_passes_the_upload_to_the_next_destination(world):
+    primary, backup = world.bucket(), world.bucket()
+    world.configure(f"gs://{primary} gs://{backup}/?storage_class=NEARLINE")
+    assert world.notify(world.put("p.txt", b"first"))["copied"] == 1
+    blob = gcs_client(world).bucket(primary).get_blob("p.txt")
+    blob.temporary_hold = True
+    blob.patch()
+    since = len(world.rig.front.requests)
+    summary = world.notify(world.put("p.txt", b"second"))
+    assert outcome_of(summary, f"gs://{primary}/")["outcome"] == "held"
+    assert outcome_of(summary, f"gs://{backup}/")["outcome"] == "copied"
+    assert world.gcs_bytes(backup, "p.txt") == b"second" and kept(world, backup, "p.txt") == {"storageClass": "NEARLINE"}
+    assert any(m == "POST" and p.startswith(f"/upload/storage/v1/b/{backup}/o") for m, p in
+               world.rig.front.requests[since:])  # uploaded from the staged file, not copied from the held primary
