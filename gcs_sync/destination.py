@@ -5,23 +5,28 @@ google-cloud-storage / google-auth / transport errors become ours here and nowhe
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
+from google.cloud.storage.blob import Blob
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from .config import Destination
 from .deadline import Deadline
 from .errors import ChecksumMismatch, CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
-from .gcs_errors import bucket_missing, bucket_not_found, classify
-from .metadata import Digests, SourceState, user_metadata
+from .gcs_errors import ObjectHeld, bucket_missing, bucket_not_found, classify
+from .metadata import POLICY, Digests, SourceState, copy_metadata, parse_rfc3339, policy_resource
 from .held import HeldObject
 from .source import SourceObject
 from .streaming import DestinationStream
+
+log = logging.getLogger(__name__)
 
 # Each HTTP request: connect within CONNECT seconds, each read within READ seconds (shortened
 # to the invocation's remaining time); all retries of one call end by the deadline too.
@@ -49,6 +54,8 @@ class Writer(Protocol):
                 obj: SourceObject, state: SourceState, if_generation_match: int) -> HeldObject: ...
 
     def delete(self, destination: Destination, name: str, generation: int) -> None: ...
+
+    def release_hold(self, destination: Destination, name: str) -> int | None: ...
 
     def discard(self, destination: Destination, name: str, generation: int) -> bool: ...
 
@@ -96,12 +103,15 @@ class GcsWriter:
         refuses bytes that differ. An upload session that is lost (404 / 410 that is not a missing
         bucket) is started again from the file.
         """
-        for attempt in range(1, SESSION_ATTEMPTS + 1):
+        released = False
+        for attempt in range(1, SESSION_ATTEMPTS + 2):
             # A bounded chunk: otherwise the client holds up to 100 MiB per upload in memory.
-            blob = self._client.bucket(destination.bucket).blob(name, chunk_size=UPLOAD_CHUNK)
+            blob = _PolicyBlob(name, self._client.bucket(destination.bucket), chunk_size=UPLOAD_CHUNK,
+                               kms_key_name=destination.kms_key)
             for attr, value in obj.headers.items():
                 setattr(blob, attr, value)
-            blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
+            blob.metadata = copy_metadata(obj.user_metadata, state, destination)
+            _ask_policy(blob, destination, obj)
             blob.crc32c = digests.crc32c_b64
             if digests.md5_b64:
                 blob.md5_hash = digests.md5_b64
@@ -117,15 +127,66 @@ class GcsWriter:
             except Exception as exc:  # noqa: BLE001
                 if (_session_lost(exc) and attempt < SESSION_ATTEMPTS and not self._deadline.expired()):
                     continue  # the upload session expired or was lost: start a new one
-                raise translate(exc, destination, name, "write") from exc
+                error = translate(exc, destination, name, "write")
+                if isinstance(error, ObjectHeld) and not released:
+                    released = True
+                    generation = self.release_hold(destination, name)
+                    if generation is not None:
+                        if_generation_match = generation
+                        continue
+                raise error from exc
             return _held(blob)
         raise AssertionError("unreachable")
 
     def open_stream(self, destination: Destination, name: str, obj: SourceObject, state: SourceState,
                     if_generation_match: int, chunk_size: int) -> Any:
-        """A resumable upload fed chunk by chunk (``streaming.DestinationStream``)."""
+        """A resumable upload fed chunk by chunk (``streaming.DestinationStream``).
+
+        At a ``holds=source`` destination a replaced copy is looked at first, and a temporary hold
+        gcs-sync set on it is released (``release_hold``): Cloud Storage would refuse it only at the
+        final request, after every byte was sent."""
+        if destination.holds and if_generation_match > 0:
+            if_generation_match = self.release_hold(destination, name) or if_generation_match
         return DestinationStream(self.session, self.endpoint, destination, name, obj, state,
                                  if_generation_match, chunk_size, self._deadline)
+
+    def release_hold(self, destination: Destination, name: str) -> int | None:
+        """Release the temporary hold of the copy at ``name`` when gcs-sync set it, so a newer
+        state can replace it; the generation to replace then, or None when nothing was released.
+
+        Only at a ``holds=source`` destination, and only a copy written by gcs-sync under a policy
+        with ``holds=source`` (S3's legal hold carried over) that nothing else keeps: an
+        event-based hold, a retention period or a hold set by anyone else is left alone (the copy
+        is then reported ``held``). S3 lets a new version become current over a version under a
+        legal hold (the hold keeps that version from deletion, not from being superseded); a
+        bucket without versioning keeps one generation, so the copy follows the current version,
+        whose own hold (if any) the new copy carries. One metadata update, conditional on the
+        generation looked at (a replaced object is not touched).
+        """
+        if not destination.holds:
+            return None
+        blob = self._client.bucket(destination.bucket).blob(name)
+        try:
+            blob.reload(timeout=self._timeout(), retry=self._retry())
+        except gexc.NotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "read") from exc
+        if not _releasable(blob):
+            return None
+        generation = int(blob.generation or 0)
+        blob.temporary_hold = False
+        try:
+            blob.patch(if_generation_match=generation, timeout=self._timeout(), retry=self._write_retry())
+        except (gexc.PreconditionFailed, gexc.NotFound):
+            return None  # replaced or removed meanwhile: the write that follows sees it
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, destination, name, "update") from exc
+        log.info("temporary hold released", extra={"fields": {
+            "object": f"gs://{destination.bucket}/{name}", "generation": generation,
+            "reason": "holds=source: replaced by a newer state of the source"}})
+        # Cloud Storage keeps the generation (a metadata update bumps the metageneration).
+        return int(blob.generation or generation)
 
     def rewrite(self, source: tuple[Destination, str, int], destination: Destination, name: str,
                 obj: SourceObject, state: SourceState, if_generation_match: int) -> HeldObject:
@@ -134,10 +195,30 @@ class GcsWriter:
         non-empty body replaces it all): content headers, user metadata, provenance and proof."""
         from_bucket, from_name, generation = source[0].bucket, source[1], source[2]
         source_blob = self._client.bucket(from_bucket).blob(from_name, generation=generation)
-        blob = self._client.bucket(destination.bucket).blob(name)
+        blob = self._client.bucket(destination.bucket).blob(name, kms_key_name=destination.kms_key)
         for attr, value in obj.headers.items():
             setattr(blob, attr, value)
-        blob.metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
+        blob.metadata = copy_metadata(obj.user_metadata, state, destination)
+        _ask_policy(blob, destination, obj)
+        released = False
+        while True:
+            try:
+                return self._rewrite(blob, source_blob, destination, name, generation, if_generation_match)
+            except ObjectHeld:
+                if released:
+                    raise
+                released = True
+                again = self.release_hold(destination, name)
+                if again is None:
+                    raise
+                if_generation_match = again
+
+    def _rewrite(self, blob: Any, source_blob: Any, destination: Destination, name: str, generation: int,
+                 if_generation_match: int) -> HeldObject:
+        """objects.rewrite until done: across locations, storage classes or KMS keys Cloud Storage
+        copies the bytes over several calls, each answering the token of the next (each call sends
+        the same body and key, as the JSON API asks)."""
+        from_bucket, from_name = source_blob.bucket.name, source_blob.name
         token = None
         try:
             while True:
@@ -249,9 +330,17 @@ class SliceStore:
         return _temp(blob)
 
     def compose(self, destination: Destination, sources: list[TempObject], name: str, if_generation_match: int,
-                headers: dict | None = None, metadata: dict | None = None) -> TempObject:
+                headers: dict | None = None, metadata: dict | None = None, policy: dict | None = None,
+                kms_key: str | None = None) -> TempObject:
         """Compose ``sources`` (at most 32, each pinned to its generation) into ``name``, only while
-        ``name`` is ``if_generation_match`` (0: absent)."""
+        ``name`` is ``if_generation_match`` (0: absent). ``policy``: fields of the destination
+        resource (``policy_resource``: class, custom time, hold, retention) and ``kms_key`` (the
+        ``kmsKeyName`` query parameter) for a final object; a temporary composite takes neither
+        (STANDARD, unheld: no early-deletion charge, nothing keeps it from removal).
+
+        The request is python-storage's ``Blob.compose`` one, sent here because that method takes
+        no ``kmsKeyName``; at a ``holds=source`` destination a temporary hold gcs-sync set on the
+        object replaced is released first (``GcsWriter.release_hold``) when Cloud Storage refuses."""
         bucket = self._client.bucket(destination.bucket)
         blob = bucket.blob(name)
         for attr, value in (headers or {}).items():
@@ -259,19 +348,37 @@ class SliceStore:
         blob.metadata = metadata or {}
         if not blob.content_type:
             blob.content_type = "application/octet-stream"
-        parts = [bucket.blob(source.name, generation=source.generation) for source in sources]
-        try:
-            blob.compose(parts, if_generation_match=if_generation_match,
-                         if_source_generation_match=[source.generation for source in sources],
-                         timeout=self._writer._timeout(), retry=self._writer._write_retry())
-        except gexc.NotFound as exc:
-            if _bucket_missing(exc):
-                raise _bucket_not_found(destination) from exc
-            raise PreconditionFailed(f"gs://{destination.bucket}/{name}: a source of the compose is gone "
-                                     "(another invocation composed or removed it); looking again") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, destination, name, "compose") from exc
-        return _temp(blob)
+        for key, value in (policy or {}).items():
+            blob._patch_property(key, value)
+        request = {"sourceObjects": [{"name": source.name, "generation": source.generation,
+                                      "objectPreconditions": {"ifGenerationMatch": source.generation}}
+                                     for source in sources],
+                   "destination": blob._properties.copy()}
+        released = False
+        while True:
+            query: dict[str, Any] = {"ifGenerationMatch": if_generation_match}
+            if kms_key:
+                query["kmsKeyName"] = kms_key
+            try:
+                answer = self._client._post_resource(
+                    f"{blob.path}/compose", request, query_params=query, timeout=self._writer._timeout(),
+                    retry=self._writer._write_retry(), _target_object=blob)
+                blob._set_properties(answer)
+                return _temp(blob)
+            except gexc.NotFound as exc:
+                if _bucket_missing(exc):
+                    raise _bucket_not_found(destination) from exc
+                raise PreconditionFailed(f"gs://{destination.bucket}/{name}: a source of the compose is gone "
+                                         "(another invocation composed or removed it); looking again") from exc
+            except Exception as exc:  # noqa: BLE001
+                error = translate(exc, destination, name, "compose")
+                if isinstance(error, ObjectHeld) and policy is not None and not released:
+                    released = True
+                    again = self._writer.release_hold(destination, name)
+                    if again is not None:
+                        if_generation_match = again
+                        continue
+                raise error from exc
 
     def listing(self, destination: Destination, prefix: str) -> list[TempObject]:
         try:
@@ -290,6 +397,45 @@ class SliceStore:
             return
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, destination, obj.name, "delete") from exc
+
+
+class _PolicyBlob(Blob):
+    """A blob whose upload resource also carries ``temporaryHold``: python-storage sends only its
+    ``_WRITABLE_FIELDS`` (``storageClass``, ``customTime``, ``retention``, ... but no hold), and the
+    JSON API takes the hold in the same resource. A held copy is then one request, not an upload
+    and a metadata update a moment later (a second write of the name, within Cloud Storage's
+    one write per second per name, and a window where the copy stands unheld)."""
+
+    def _get_writable_metadata(self) -> dict:
+        resource = super()._get_writable_metadata()
+        for key in ("temporaryHold",):
+            if key in self._changes:
+                resource[key] = self._properties[key]
+        return resource
+
+
+def _ask_policy(blob: Any, destination: Destination, obj: SourceObject) -> None:
+    """Put what ``destination``'s options ask of this copy into the resource the write sends
+    (the KMS key goes with the blob: ``kmsKeyName`` / ``destinationKmsKeyName``)."""
+    for key, value in policy_resource(destination, storage_class=obj.storage_class,
+                                      last_modified=obj.last_modified, lock=obj.lock).items():
+        blob._patch_property(key, value)
+
+
+def _releasable(blob: Any) -> bool:
+    """Whether the copy is under a temporary hold gcs-sync set (holds=source) and nothing else."""
+    props = blob._properties
+    if props.get("temporaryHold") is not True or props.get("eventBasedHold") is True:
+        return False
+    meta = blob.metadata or {}
+    if SourceState.from_metadata(meta) is None or "holds=source" not in (meta.get(POLICY) or "").split("&"):
+        return False
+    now = datetime.now(timezone.utc)
+    for kept in (parse_rfc3339((props.get("retention") or {}).get("retainUntilTime")),
+                 parse_rfc3339(props.get("retentionExpirationTime"))):
+        if kept is not None and kept > now:
+            return False  # still kept by a retention period: releasing the hold would not let it be replaced
+    return True
 
 
 def _held(blob: Any) -> HeldObject:

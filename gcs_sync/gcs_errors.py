@@ -7,7 +7,7 @@ responses (``streaming``) both come through ``classify``.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .errors import CredentialsError, DestinationError, GcsSyncError, PreconditionFailed
 
@@ -25,6 +25,8 @@ ROLE_HINT = ("Grant the service account the role deploy/gcp-setup.sh creates (" 
 # retention and cannot be deleted or overwritten until 2026-12-31T00:00:00Z".
 _HELD = re.compile(r"(under active (temporary|event-based) hold|retention policy|object retention|"
                    r"retention period|cannot be deleted(,| or) overwritten)", re.IGNORECASE)
+# Cloud Storage's sentence itself, out of the client's text around it (method, URL, JSON body).
+_HELD_SENTENCE = re.compile(r"Object '[^']*' is (?:under active|subject to) [^\"\\]*")
 _UNTIL = re.compile(r"until (\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|[+-]\d\d:\d\d))")
 
 
@@ -60,14 +62,16 @@ class ObjectHeld(DestinationError):
 
 
 def held_until(message: str) -> str | None:
+    """When a held copy can be replaced, from Cloud Storage's refusal (which writes it in Pacific
+    time with microseconds), as RFC 3339 UTC; None when the message names no time (a hold)."""
     match = _UNTIL.search(message or "")
     if not match:
         return None
     try:
-        datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return match.group(1)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def bucket_missing(message: str) -> bool:
@@ -98,8 +102,10 @@ def classify(status: int, message: str, *, bucket: str, url: str, name: str, act
                                   "verified; looking again")
     if status == 403 and _HELD.search(message or ""):
         until = held_until(message)
+        sentence = _HELD_SENTENCE.search(message)
+        said = (sentence.group(0) if sentence else message).strip()
         return ObjectHeld(f"{where}: Cloud Storage keeps the current copy under a hold or retention "
-                          f"({message.strip()}); it cannot be replaced"
+                          f"({said}); it cannot be replaced"
                           + (f" before {until}" if until else " until the hold is released"), until)
     if status == 403 and source:
         return RewriteRefused(

@@ -7,7 +7,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Any, Mapping
 
 import google_crc32c
 
@@ -22,6 +22,7 @@ SOURCE_SIZE = "gcs-sync-source-size"
 SOURCE_SEQUENCER = "gcs-sync-source-sequencer"
 SOURCE_CRC32C = "gcs-sync-source-crc32c"  # the CRC32C of the source bytes, when known at write time
 PROOF = "gcs-sync-proof"  # the S3 record the copy was proven against (see proof.PROOFS)
+POLICY = "gcs-sync-policy"  # the destination options the copy was written under (config.Destination.policy)
 
 # S3 response field -> Cloud Storage object attribute (python-storage Blob property).
 HEADER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -33,6 +34,18 @@ HEADER_FIELDS: tuple[tuple[str, str], ...] = (
 )
 # S3 fields Cloud Storage has no place for: their presence is logged, never silently dropped.
 UNMAPPED_FIELDS = ("Expires", "WebsiteRedirectLocation", "ObjectLockMode", "ObjectLockLegalHoldStatus")
+
+# S3 storage class -> Cloud Storage's, for ``storage_class=source`` (S3 names no class for STANDARD).
+# A class S3 adds later (or an Outposts / Snow one) is hot storage: STANDARD.
+S3_STORAGE_CLASSES = {
+    "STANDARD": "STANDARD", "INTELLIGENT_TIERING": "STANDARD", "REDUCED_REDUNDANCY": "STANDARD",
+    "EXPRESS_ONEZONE": "STANDARD",
+    "STANDARD_IA": "NEARLINE", "ONEZONE_IA": "NEARLINE",
+    "GLACIER_IR": "COLDLINE",
+    "GLACIER": "ARCHIVE", "DEEP_ARCHIVE": "ARCHIVE", "GLACIER_DEEP_ARCHIVE": "ARCHIVE",
+}
+# S3 Object Lock retention mode -> Cloud Storage object retention mode.
+LOCK_MODES = {"GOVERNANCE": "Unlocked", "COMPLIANCE": "Locked"}
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 # S3 Express One Zone ("directory") buckets are named BASE--AZ-ID--x-s3; their ETags are not MD5s
@@ -93,6 +106,99 @@ class SourceState:
             crc32c=meta.get(SOURCE_CRC32C) or None,
             proof=meta.get(PROOF) or None,
         )
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """S3 Object Lock of one object version, as HeadObject / GetObject answer it (the fields are
+    there only when the caller may s3:GetObjectLegalHold / s3:GetObjectRetention)."""
+
+    legal_hold: bool = False
+    mode: str | None = None  # GOVERNANCE | COMPLIANCE
+    retain_until: datetime | None = None
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any]) -> "ObjectLock | None":
+        hold = str(response.get("ObjectLockLegalHoldStatus") or "").upper()
+        mode = str(response.get("ObjectLockMode") or "").upper() or None
+        until = response.get("ObjectLockRetainUntilDate")
+        if isinstance(until, str):
+            until = parse_rfc3339(until)
+        if not hold and not mode and until is None:
+            return None
+        return cls(legal_hold=hold == "ON", mode=mode, retain_until=until if isinstance(until, datetime) else None)
+
+
+def gcs_storage_class(s3_class: str | None) -> str:
+    """Cloud Storage's class for an S3 storage class (None: S3's STANDARD)."""
+    return S3_STORAGE_CLASSES.get((s3_class or "STANDARD").upper(), "STANDARD")
+
+
+def policy_resource(destination: Any, *, storage_class: str | None, last_modified: datetime | None,
+                    lock: ObjectLock | None, now: datetime | None = None) -> dict[str, Any]:
+    """The fields of the Cloud Storage object resource (JSON API names) that ``destination``'s
+    options ask of a copy of the source object whose S3 class is ``storage_class``, Last-Modified
+    ``last_modified`` and Object Lock ``lock``. The KMS key is not here: it is a query parameter
+    (``kmsKeyName`` / ``destinationKmsKeyName``). {} when the destination sets no option.
+
+    - ``storage_class``: the class named, or (``source``) S3's mapped by ``S3_STORAGE_CLASSES``;
+    - ``custom_time=source``: ``customTime`` = the source's Last-Modified;
+    - ``holds=source``: a legal hold ON -> ``temporaryHold: true``; a retain-until date still to
+      come -> ``retention`` (GOVERNANCE -> ``Unlocked``, COMPLIANCE -> ``Locked``). A date already
+      past keeps nothing (Cloud Storage refuses a retention in the past).
+    """
+    fields: dict[str, Any] = {}
+    wanted = getattr(destination, "storage_class", None)
+    if wanted == "source":
+        fields["storageClass"] = gcs_storage_class(storage_class)
+    elif wanted:
+        fields["storageClass"] = wanted
+    if getattr(destination, "custom_time", False) and last_modified is not None:
+        fields["customTime"] = format_rfc3339(last_modified)
+    if getattr(destination, "holds", False) and lock is not None:
+        if lock.legal_hold:
+            fields["temporaryHold"] = True
+        moment = now or datetime.now(timezone.utc)
+        if lock.retain_until is not None and lock.retain_until > moment:
+            fields["retention"] = {"mode": LOCK_MODES.get(lock.mode or "", "Unlocked"),
+                                   "retainUntilTime": format_rfc3339(lock.retain_until)}
+    return fields
+
+
+def copy_metadata(user: Mapping[str, str] | None, state: "SourceState", destination: Any = None) -> dict[str, str]:
+    """The custom metadata of a copy: the source's user metadata, the provenance, and the policy it
+    was written under (``gcs-sync-policy``: the destination's options, when it sets any)."""
+    meta = {**user_metadata(user), **state.to_metadata()}
+    policy = getattr(destination, "policy", None)
+    if policy:
+        meta[POLICY] = policy
+    return meta
+
+
+def format_rfc3339(value: datetime) -> str:
+    """RFC 3339 in UTC, milliseconds when the time has a fraction (Cloud Storage's own form)."""
+    value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str | None) -> datetime | None:
+    """An RFC 3339 time (``Z`` or an offset, any fraction), or None when it is not one."""
+    if not text:
+        return None
+    value = text.strip().replace("z", "Z")
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    match = re.match(r"^(.*?T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$", value)
+    if match:  # Python 3.10 takes only 3 or 6 fraction digits
+        fraction = ((match.group(2) or "") + "000000")[:6]
+        value = match.group(1) + ("." + fraction if match.group(2) else "") + match.group(3)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def format_time(value: datetime) -> str:

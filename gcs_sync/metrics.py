@@ -31,7 +31,7 @@ from typing import IO, Iterable, Sequence
 
 from . import logs
 from .events import ObjectRef
-from .results import COPIED, FAILED, REPAIRED, DestinationResult, ObjectReport
+from .results import COPIED, FAILED, HELD, REPAIRED, DestinationResult, ObjectReport
 
 NAMESPACE = "GcsSync"
 MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one document
@@ -97,6 +97,8 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
             {
                 "Copied": (sum(r.outcome in (COPIED, REPAIRED) for r in results), "Count"),
                 "Failed": (sum(r.outcome == FAILED for r in results), "Count"),
+                # Copies a hold or retention period keeps from being replaced (outcome held).
+                "CopiesHeld": (sum(r.outcome == HELD for r in results), "Count"),
                 "Bytes": (sum(r.bytes for r in results), "Bytes"),
                 "Latency": ([r.seconds * 1000 for r in results if r.outcome in (COPIED, REPAIRED)][:MAX_VALUES],
                             "Milliseconds"),

@@ -409,7 +409,8 @@ class Slicer:
         pinned = self.source.head(task.bucket, task.key, task.version_id)
         if pinned.etag != task.etag:
             raise SourceChanged(f"{task.url}: the source is no longer the state the slices were read from")
-        return replace(obj, headers=dict(pinned.headers), user_metadata=dict(pinned.user_metadata))
+        return replace(obj, headers=dict(pinned.headers), user_metadata=dict(pinned.user_metadata),
+                       storage_class=pinned.storage_class, lock=pinned.lock)
 
     def _compose_final(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
                        slices: list[TempObject], prefix: str) -> Any:
@@ -422,7 +423,8 @@ class Slicer:
         self.engine.replan(slot, state, self.writer.held(destination, task.name))
         if isinstance(slot.plan, Write):
             fingerprint = Fingerprint(task.size, state.crc32c, None, Plan(state.proof or NONE))
-            self.engine.apply(Compose(self.store, sources, dict(obj.headers), metadata, fingerprint), [slot], state)
+            self.engine.apply(Compose(self.store, sources, dict(obj.headers), metadata, fingerprint,
+                                      source=obj), [slot], state)
         outcome = slot.result.outcome if slot.result else None
         if outcome in (COPIED, REPAIRED):
             return slot.written, True

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .deadline import Deadline
 from .errors import SourceChanged, SourceError, SourceGone, StagingError
-from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, SourceState
+from .metadata import HEADER_FIELDS, UNMAPPED_FIELDS, Digests, ObjectLock, SourceState
 from .proof import MD5, Plan, Reading, S3Record, SourceCorrupt, choose
 
 READ_CHUNK = 1024 * 1024
@@ -49,6 +49,8 @@ class SourceObject:
     user_metadata: dict[str, str] = field(default_factory=dict)
     unmapped: tuple[str, ...] = ()
     record: S3Record | None = None  # S3's own record of the bytes: ETag and additional checksums
+    storage_class: str | None = None  # S3's (None: STANDARD), for storage_class=source
+    lock: ObjectLock | None = None  # S3 Object Lock of this version, for holds=source
 
     @property
     def plan(self) -> Plan:
@@ -375,6 +377,8 @@ def _source_object(bucket: str, key: str, response: dict) -> SourceObject:
         user_metadata=dict(response.get("Metadata") or {}),
         unmapped=tuple(f for f in UNMAPPED_FIELDS if response.get(f)),
         record=S3Record.from_response(response, bucket),
+        storage_class=response.get("StorageClass") or None,
+        lock=ObjectLock.from_response(response),
     )
 
 

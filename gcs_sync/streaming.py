@@ -25,7 +25,7 @@ from .deadline import MIN_CALL_SECONDS, Deadline
 from .errors import DestinationError, GcsSyncError, PreconditionFailed
 from .gcs_errors import SessionLost, classify
 from .held import HeldObject
-from .metadata import SourceState, user_metadata
+from .metadata import SourceState, copy_metadata, policy_resource
 from .proof import CRC32C, MD5, b64_from_hex
 from .source import SourceObject
 
@@ -131,12 +131,18 @@ class DestinationStream:
         self._transport = DeadlineTransport(session, deadline)
         url = (f"{endpoint}/upload/storage/v1/b/{quote(destination.bucket, safe='')}/o"
                f"?uploadType=resumable&ifGenerationMatch={if_generation_match}")
+        if destination.kms_key:  # the JSON API's query parameter, as python-storage sends it
+            url += f"&kmsKeyName={quote(destination.kms_key, safe='')}"
         self._upload = ResumableUpload(url, chunk_size)
         # No retries inside the library: its budget counts only sleeps and its status query
         # waits 60 s. _retrying() does them, each attempt timed from the deadline.
         self._upload._retry_strategy = resumable_media.RetryStrategy(max_retries=0)
-        self._metadata = {"name": name, "metadata": {**user_metadata(obj.user_metadata), **state.to_metadata()},
-                          **{_JSON_FIELDS[attr]: value for attr, value in obj.headers.items()}}
+        # The session's initiating resource: content headers, metadata and what the destination's
+        # options ask of the copy (class, custom time, hold, retention), all kept at finalization.
+        self._metadata = {"name": name, "metadata": copy_metadata(obj.user_metadata, state, destination),
+                          **{_JSON_FIELDS[attr]: value for attr, value in obj.headers.items()},
+                          **policy_resource(destination, storage_class=obj.storage_class,
+                                            last_modified=obj.last_modified, lock=obj.lock)}
         # S3's own record, where Cloud Storage can check the same value: it then refuses to
         # finalize bytes that differ from what S3 recorded.
         plan = obj.plan

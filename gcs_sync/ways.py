@@ -26,7 +26,7 @@ from .config import Destination
 from .deadline import Deadline
 from .errors import GcsSyncError
 from .held import HeldObject
-from .metadata import SourceState
+from .metadata import POLICY, SourceState, policy_resource
 from .results import FAILED, DestinationResult, result
 from .source import Source, SourceObject
 from .streaming import ChunkSink, Feeder
@@ -168,20 +168,33 @@ class StreamedUpload:
 class Compose:
     """A sliced copy's final object: ``sources`` (at most 32 slices or composites, each pinned to its
     generation) composed into the slot's name under its plan's precondition, with the object's
-    content headers and metadata. Repeatable: the sources stay until the copy is proven."""
+    content headers and metadata, and what the slot's destination options ask of the copy (class,
+    custom time, hold, retention in the resource of the compose's destination; the KMS key as
+    ``kmsKeyName``), taken from ``source`` (the source object as S3 answered for this state).
+    Repeatable: the sources stay until the copy is proven."""
 
     repeatable = True
 
-    def __init__(self, store: Any, sources: list, headers: dict, metadata: dict, fingerprint: Any):
+    def __init__(self, store: Any, sources: list, headers: dict, metadata: dict, fingerprint: Any,
+                 source: SourceObject | None = None):
         self._store, self._sources, self._headers, self._metadata = store, sources, headers, metadata
+        self._source = source
         self.fingerprint = fingerprint
 
     def write(self, slots: list) -> None:
         for slot in slots:
             slot.written, slot.error = None, None
+            destination = slot.destination
+            metadata = dict(self._metadata)
+            if destination.policy:
+                metadata[POLICY] = destination.policy
+            source = self._source
+            policy = policy_resource(destination, storage_class=source.storage_class if source else None,
+                                     last_modified=source.last_modified if source else None,
+                                     lock=source.lock if source else None)
             try:
-                made = self._store.compose(slot.destination, self._sources, slot.name, slot.plan.generation,
-                                           self._headers, self._metadata)
+                made = self._store.compose(destination, self._sources, slot.name, slot.plan.generation,
+                                           self._headers, metadata, policy=policy, kms_key=destination.kms_key)
                 slot.written = HeldObject(generation=made.generation, source=SourceState.from_metadata(made.metadata),
                                           size=made.size, crc32c=made.crc32c)
             except GcsSyncError as exc:
