@@ -384,6 +384,8 @@ class Slicer:
             self._failed_proof(task, obj, destination, prefix, problems)
         state = replace(state, crc32c=crc32c, proof=proof)
         held, composed = self._compose_final(task, obj, state, destination, slices, prefix)
+        if isinstance(held, DestinationResult):  # the final name is held: reported and counted, not failed
+            return SliceOutcome("done", task, ObjectReport(source=task.url, results=[held]))
         if held is None:
             return SliceOutcome("done", task)  # superseded: a newer state is there
         return SliceOutcome("composed" if composed else "done", task,
@@ -416,7 +418,8 @@ class Slicer:
                        slices: list[TempObject], prefix: str) -> Any:
         """Compose into the final name through the engine's ``apply`` (the ordering rule's plan, the
         412 policy, the proof, the discard of a bad copy); (what it then holds, composed) — (None,
-        False) when a newer state is there."""
+        False) when a newer state is there; (the ``held`` result, False) when Cloud Storage keeps the
+        current copy under a hold or retention."""
         sources = compose_levels(self.store, destination, slices, prefix)
         metadata = {**user_metadata(obj.user_metadata), **state.to_metadata()}
         slot = Slot(destination, task.name)
@@ -436,7 +439,7 @@ class Slicer:
             "source": task.url, "object": slot.where, "outcome": outcome or "source moved on",
             "detail": slot.result.detail if slot.result else None}})
         self.clean(destination, prefix)
-        return None, False
+        return (slot.result if outcome == HELD else None), False
 
     def _after_compose(self, task: SliceTask, obj: SourceObject, state: SourceState, destination: Destination,
                        held: Any, prefix: str, *, composed: bool) -> Any:

@@ -293,7 +293,7 @@ def test_a_held_copy_in_an_sqs_batch_is_not_a_failed_message(world):
     assert world.gcs_bytes(dest, "q.txt") == b"v1"
 
 
-def test_a_held_final_object_of_a_sliced_copy_is_not_a_failed_slice(world, caplog):
+def test_a_held_final_object_of_a_sliced_copy_is_not_a_failed_slice(world, caplog, capsys):
     sliced = Sliced(world, destinations=1)
     (dest,) = sliced.dests
     assert sliced.deliver(_plan(sliced, world.put("s.bin", os.urandom(2 * MIB + 1)), 3), size=1) == []
@@ -307,6 +307,8 @@ def test_a_held_final_object_of_a_sliced_copy_is_not_a_failed_slice(world, caplo
     held = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("outcome") == "held"]
     assert held and all(f["object"] == f"gs://{dest}/s.bin" for f in held), held
     assert world.gcs_bytes(dest, "s.bin") != data
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert sum(d.get("CopiesHeld", 0) for d in documents) == 1  # the composing invocation counted it
     # The bucket's retention policy keeps the slices' temporaries too: they cannot be removed before
     # its period ends (the lifecycle rule for slice leftovers removes them then).
 
