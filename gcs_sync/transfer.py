@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Sequence
@@ -27,9 +26,10 @@ from .errors import ChecksumMismatch, GcsSyncError, PreconditionFailed, SourceCh
 from .events import ObjectRef
 from .gcs_errors import ObjectHeld, RateLimited, RewriteRefused, SessionLost
 from .held import HeldObject
+from .known import WRITE_AS_NEW_MAX, KnownNames, first_looks, held_for, settled
 from .metadata import SourceState, object_name_problem
 from . import plan as planning
-from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve
+from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve, upload_each_max
 from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
 from .results import (COPIED, CURRENT, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED, DestinationResult,
                       ObjectReport, logged, result)
@@ -42,33 +42,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_ATTEMPTS = 3  # re-reads when the source changes under us
 WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
-# Objects up to this size are written as new (ifGenerationMatch=0) without looking first, unless
-# this container has seen the name at that destination: a 412 then means "look and decide", so
-# the rule holds; a new name saves the look, an existing one costs a refused small upload.
-WRITE_AS_NEW_MAX = 1024 * 1024
-KNOWN_NAMES_MAX = 20_000
 STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects streaming at once
 RATE_BACKOFF = (0.5, 2.0)  # seconds: first backoff after a 429, and its cap (jittered, doubling)
-
-
-class KnownNames:
-    """(destination, name) pairs this container has written or found held: looked up first."""
-
-    def __init__(self, limit: int = KNOWN_NAMES_MAX):
-        self._names: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def __contains__(self, target: tuple[Destination, str]) -> bool:
-        with self._lock:
-            return (target[0].url, target[1]) in self._names
-
-    def add(self, target: tuple[Destination, str]) -> None:
-        with self._lock:
-            self._names[(target[0].url, target[1])] = None
-            self._names.move_to_end((target[0].url, target[1]))
-            while len(self._names) > self._limit:
-                self._names.popitem(last=False)
 
 
 class Copier:
@@ -89,9 +64,9 @@ class Copier:
         self.fanout = Fanout(self)
         self._deletions = Deletions(settings, source, writer, self.pool)
 
-    def remember(self, destination: Destination, name: str) -> None:
-        """``name`` is known to exist at ``destination``: copies to it look before writing."""
-        self._known.add((destination, name))
+    def remember(self, destination: Destination, name: str, held: HeldObject | None = None) -> None:
+        """``name`` is known to exist at ``destination`` (holding ``held``, when known: see ``known``)."""
+        self._known.add((destination, name), held)
 
     @property
     def refused_server_copies(self) -> list[str]:
@@ -122,8 +97,10 @@ class Copier:
                 report.skipped = f"source gone: {exc}"
                 slots = []
         for slot in slots:
-            if slot.result.outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED, HELD):
-                self.remember(slot.destination, slot.name)
+            outcome = slot.result.outcome
+            if outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED, HELD):
+                self.remember(slot.destination, slot.name, slot.written if outcome in (COPIED, REPAIRED)
+                              else slot.held if outcome == CURRENT else None)
         report.results.extend(slot.result for slot in slots)
         return logged(report)
 
@@ -163,9 +140,8 @@ class Copier:
         for attempt in range(SOURCE_ATTEMPTS):
             # What each destination holds is looked up while S3 answers the GET: its headers give
             # the state to decide on, its body is read only when some destination needs it.
-            as_new = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
-            lookups = {slot: None if as_new and (slot.destination, slot.name) not in self._known
-                       else self.pool.submit(self._held, slot) for slot in pending}
+            small = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
+            lookups = first_looks(self._known, pending, small, lambda slot: self.pool.submit(self._held, slot))
             # An event for one version of a versioned bucket reads the current state (one GET either
             # way): when S3 already holds a newer version, that version's own event copies it.
             latest = attempt == 0 and ref.version_id is not None and ref.event_time is not None
@@ -177,7 +153,7 @@ class Copier:
                     for slot in pending:
                         slot.finish(SUPERSEDED, detail=f"S3 already holds a newer version ({obj.version_id}); "
                                                        "its own event copies it")
-                    return _settled(lookups)
+                    return settled(lookups)
                 opened = self._open(ref, ref.version_id, pending, lookups)  # the version named, as before
             if opened is None:
                 return
@@ -196,7 +172,7 @@ class Copier:
         try:
             return self.source.open(ref.bucket, ref.key, version_id)
         except GcsSyncError as exc:
-            _settled(lookups)
+            settled(lookups)
             if isinstance(exc, SourceGone):
                 raise
             for slot in pending:
@@ -212,11 +188,7 @@ class Copier:
         state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
         again: list[Slot] = []
         for slot in slots:
-            if lookups[slot] is not None:
-                held = lookups[slot].result()
-            else:  # not looked up: written as new, unless the object grew past the size the event gave
-                held = self._held(slot) if obj.size > WRITE_AS_NEW_MAX else None
-            self.replan(slot, state, held)
+            self.replan(slot, state, held_for(lookups[slot], state, obj.size, lambda slot=slot: self._held(slot)))
             if slot.plan is AGAIN:
                 again.append(slot)
         writes = [slot for slot in slots if isinstance(slot.plan, Write) and slot.result is None]
@@ -337,7 +309,7 @@ class Fanout:
         with self._lock:
             refused = set(self._no_server_copy)
         origin, uploads, copies = fan_out(self.settings.fanout, self.settings.primary_destination, slots, writes,
-                                          refused)
+                                          refused, upload_each=obj.size < upload_each_max(self.settings.memory_mb))
         again: list[Slot] = []
         if origin is not None:  # a destination already holds exactly this state, verified: no bytes read
             again = self.server_copies(origin, origin.held.generation, fingerprint_of(origin.held), copies, obj,
@@ -485,13 +457,6 @@ def fingerprint_of(held: HeldObject) -> Fingerprint:
     """What a verified copy in Cloud Storage holds: what copies made from it must hold."""
     proof = held.source.proof if held.source else None
     return Fingerprint(held.size, held.crc32c, held.md5, Plan(proof or NONE))
-
-
-def _settled(lookups: dict) -> None:
-    """Wait for the destination lookups in flight (their answers are not needed)."""
-    for future in lookups.values():
-        if future is not None:
-            future.result()
 
 
 def _event_matches(ref: ObjectRef, obj: SourceObject) -> bool:
