@@ -375,6 +375,21 @@ class WireLog:
             self.entries.append(entry)
 
 
+def _uploaded_name(data) -> str | None:
+    """The object name an upload request's body gives: the JSON part of a multipart upload, the
+    JSON body of a resumable session's initiation."""
+    if isinstance(data, str):
+        data = data.encode()
+    if not isinstance(data, bytes):
+        return None
+    found = re.search(rb"\r\n\r\n(\{.*?\})\r\n--", data, re.DOTALL)
+    try:
+        meta = json.loads(found.group(1) if found else data)
+    except ValueError:
+        return None
+    return meta.get("name") if isinstance(meta, dict) else None
+
+
 def _precondition_failed(url: str):
     import requests
 
@@ -426,12 +441,8 @@ class Harness:
         real = session.request
 
         def request(*args, **kwargs):
-            data = kwargs.get("data")
-            # a multipart upload names its object in the JSON part of its body
-            found = re.search(rb"\r\n\r\n(\{.*?\})\r\n--", data, re.DOTALL) if isinstance(data, bytes) else None
             self.wire.append((i, kwargs.get("method", args[0] if args else ""),
-                              kwargs.get("url", args[1] if len(args) > 1 else ""),
-                              json.loads(found.group(1)).get("name") if found else None))
+                              kwargs.get("url", args[1] if len(args) > 1 else ""), _uploaded_name(kwargs.get("data"))))
             return real(*args, **kwargs)
 
         session.request = request
@@ -450,6 +461,8 @@ class Harness:
             elif method == "POST" and parts.path.startswith("/upload/"):
                 query = parse_qs(parts.query)
                 generation = int(query.get("ifGenerationMatch", ["0"])[0])
+                if query.get("upload_id"):
+                    continue  # the bytes of a resumable session: its initiation was counted
                 assert name is not None, f"no object name found in the upload {url}"
                 if generation > 0 and (i, match.group(1), name) not in looked:
                     count += 1
