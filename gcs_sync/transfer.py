@@ -4,8 +4,10 @@
 needs, and writes through one ``apply`` whatever the way (``ways``): a finished copy is proven
 and, when it fails, discarded; a 412 or a 429 means look again and decide again; a lost session
 means write again. ``Fanout`` chooses the ways for one read: upload to the primary and copy
-inside Cloud Storage to the others (FANOUT=copy), or upload to each; slicing for objects too
-large for one invocation. Objects of one invocation run concurrently, reported in input order.
+inside Cloud Storage to the others (FANOUT=copy), or upload to each (FANOUT=upload, and any
+object under ``plan.upload_each_max``: one round trip instead of two); slicing for objects too
+large for one invocation. Small objects are written without a look first (``known``). Objects of
+one invocation run concurrently, reported in input order.
 """
 
 from __future__ import annotations
