@@ -57,6 +57,11 @@ class KnownNames:
             while len(self._names) > self._limit:
                 self._names.popitem(last=False)
 
+    def forget(self, target: tuple[Destination, str]) -> None:
+        """``target`` no longer exists (this container deleted it): written create-only next."""
+        with self._lock:
+            self._names.pop((target[0].url, target[1]), None)
+
     def recall(self, target: tuple[Destination, str]) -> tuple[bool, HeldObject | None]:
         """(known, what it held when this container last wrote or saw it)."""
         key = (target[0].url, target[1])

@@ -33,8 +33,8 @@ from .metadata import SourceState, object_name_problem
 from . import plan as planning
 from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve, upload_each_max
 from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
-from .results import (COPIED, CURRENT, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED, DestinationResult,
-                      ObjectReport, logged, result)
+from .results import (ABSENT, COPIED, CURRENT, DELETED, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED,
+                      DestinationResult, ObjectReport, logged, result)
 from .slices import Slicer
 from .source import Source, SourceObject
 from .staging import Staging
@@ -109,7 +109,11 @@ class Copier:
     def delete(self, ref: ObjectRef) -> ObjectReport:
         """Mirror a delete: remove each copy that came from this source object and is not newer."""
         report, targets = targets_of(self.settings, ref)
-        report.results.extend(self._deletions.delete(ref, targets))
+        results = self._deletions.delete(ref, targets)
+        for target, done in zip(targets, results):
+            if done.outcome in (DELETED, ABSENT):  # gone: the next copy is written create-only
+                self._known.forget(target)
+        report.results.extend(results)
         return logged(report)
 
     def copy_within(self, origin: tuple[Destination, str, int], fingerprint: Any, obj: SourceObject,

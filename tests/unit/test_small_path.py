@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gcs_sync.config import Settings, parse_destination
+from gcs_sync.errors import SourceGone
 from gcs_sync.events import ObjectRef
 from gcs_sync.held import HeldObject
 from gcs_sync.known import KnownNames, WRITE_AS_NEW_MAX
@@ -49,6 +50,8 @@ class TimedSource(FakeSource):
 
     def head(self, bucket, key, version_id=None):
         self.heads += 1
+        if key not in self.objects:
+            raise SourceGone(f"s3://{bucket}/{key}: deleted")
         return super().head(bucket, key, version_id)
 
     def open(self, bucket, key, version_id=None):
@@ -208,3 +211,16 @@ def test_known_names_recall_what_was_written_and_forget_the_oldest_first():
     assert known.recall((a, "x")) == (False, None)  # the oldest went first
     known.add((a, "x"), written)
     assert known.recall((a, "x")) == (True, written) and (a, "x") in known and (b, "y") not in known
+
+
+def test_a_name_whose_copy_this_container_deleted_is_written_create_only_next(tmp_path):
+    c, source, writer = make(tmp_path, mirror_deletes=True)
+    run(c, source.put("k", b"first"), tmp_path)
+    del source.objects["k"]
+    with Staging(str(tmp_path)):
+        deleted = c.delete(ObjectRef(bucket="src", key="k", removed=True))
+    assert [r.outcome for r in deleted.results] == ["deleted", "deleted"]
+    writer.looks.clear()
+    writer.preconditions.clear()
+    assert run(c, source.put("k", b"again"), tmp_path) == [("gs://aaa/", "copied"), ("gs://bbb/", "copied")]
+    assert sorted(writer.preconditions) == [("aaa", 0), ("bbb", 0)] and writer.looks == []  # no 412 first
