@@ -2,8 +2,11 @@
 
 Logging follows Lambda's own controls (log format, application log level; ``LOG_LEVEL``
 overrides the level) from the moment the container starts, so even a configuration error is
-one JSON line. Settings, credentials and clients are built once per container, on the first
-invocation, and shared by every warm invocation after it; the work itself lives in ``gcs_sync``.
+one JSON line. Settings, clients and the first Google token are made once per container, in
+Lambda's init phase (this module's import, which Lambda runs at full CPU before the first event;
+what fails there is reported by the first event), and shared by every warm invocation after it;
+the work itself lives in ``gcs_sync``. What only some events need (the doctor, the audit, a
+sync, slicing, a redrive) is imported when such an event arrives.
 An error raised to Lambda is the handler's own, of the same type, with its text (and the errors
 chained to it) redacted as log lines are.
 """
@@ -16,6 +19,7 @@ from gcs_sync.handler import Container
 
 logs.configure_from(LogSettings.from_environ())
 _container = Container(code_dir=os.path.dirname(os.path.abspath(__file__)))
+_container.prepare()
 
 
 def lambda_handler(event, context):

@@ -1,6 +1,6 @@
 """Cold-start cost of the deployment zip, measured in fresh interpreters on this machine.
 
-    python bench/cold_start.py [--zip PATH] [--runs 7]
+    python bench/cold_start.py [--zip PATH] [--runs 7] [--code DIR] [--no-copy]
 
 Builds the zip with ``./build.sh --no-docker`` unless ``--zip`` is given, unzips it, and times
 fresh ``python -I -S -B`` processes whose ``sys.path`` is the unzipped tree plus the standard
@@ -13,6 +13,18 @@ library (``-B``: nothing is written back, like Lambda's read-only /var/task):
                 Not included: the token exchange and the copy itself (network), and what they
                 import lazily.
   b, no .pyc    b on a copy of the tree without __pycache__ (what a zip without .pyc costs)
+  c: first copy ``import lambda_function`` (Lambda's init phase) and a first S3 notification:
+                a fresh 10 KiB object copied to two destinations, against moto and the rig
+                (``bench.distant``: the token exchange with the rig's STS / IAM, the uploads
+                through its Cloud Storage front), as a first event pays it. The goal (issue 21):
+                c <= 1.15x a. Then, in one more child per run, the same split by phase: the
+                package's imports, settings and clients (``Runtime.build``), the token
+                exchange, the first copy, and a second copy (warm) for comparison; with the
+                modules the first copy still imported.
+
+``--code DIR``: replace ``lambda_function.py`` and ``gcs_sync/`` in the unzipped tree by those in
+DIR (compiled like the build does), to compare code revisions on one set of dependencies, e.g.
+``git archive COMMIT lambda_function.py gcs_sync | tar -x -C DIR``. ``--no-copy``: a and b only.
 
 With --awscrt, a and b also run on two copies of the tree that differ only in where awscrt is:
 at the top (on the import path, where botocore imports it at start-up) and absent; the zip has
@@ -45,6 +57,64 @@ sys.path.insert(0, {tree!r})
 _t0 = time.perf_counter()
 {body}
 print("BENCH", time.perf_counter() - _t0)
+"""
+
+# The first result of a cold container: import (init phase), then a first event copying an object.
+FIRST_COPY = """\
+import json
+class Context:
+    aws_request_id = "bench-cold"
+    def get_remaining_time_in_millis(self):
+        return 300000
+def event(key):
+    return {{"Records": [{{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                          "eventTime": "2026-12-01T00:00:00.000Z", "s3": {{"bucket": {{"name": {bucket!r}}},
+                          "object": {{"key": key, "size": {size}}}}}}}]}}
+import lambda_function
+_t1 = time.perf_counter()
+result = lambda_function.lambda_handler(event({key!r}), Context())
+assert result["copied"] == 1, result
+print("PHASES", json.dumps({{"init": _t1 - _t0, "first event": time.perf_counter() - _t1}}))
+"""
+
+# The same, split by phase (the package's own steps, called one by one).
+PHASES = """\
+import json
+phases, _last = {{}}, _t0
+def mark(name):
+    global _last
+    now = time.perf_counter()
+    phases[name] = now - _last
+    _last = now
+class Context:
+    aws_request_id = "bench-cold"
+    def get_remaining_time_in_millis(self):
+        return 300000
+def event(key):
+    return {{"Records": [{{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                          "eventTime": "2026-12-01T00:00:00.000Z", "s3": {{"bucket": {{"name": {bucket!r}}},
+                          "object": {{"key": key, "size": {size}}}}}}}]}}
+import boto3, google.cloud.storage
+mark("import boto3 + google.cloud.storage")
+from gcs_sync import handler, logs
+from gcs_sync.config import LogSettings, Settings
+from gcs_sync.runtime import Runtime
+mark("import the package (handler, runtime)")
+logs.configure_from(LogSettings.from_environ())
+settings = Settings.from_environ()
+mark("settings")
+runtime = Runtime.build(settings)
+mark("clients (Runtime.build)")
+runtime.auth.ensure_token()
+mark("token exchange")
+before = set(sys.modules)
+assert handler.handle(event({key!r}), Context(), runtime)["copied"] == 1
+mark("first copy")
+late = sorted({{m.split(".")[0] + "." + m.split(".")[1] if "." in m else m for m in set(sys.modules) - before}})
+assert handler.handle(event({key2!r}), Context(), runtime)["copied"] == 1
+mark("second copy (warm)")
+print("PHASES", json.dumps(phases))
+print("LATE", json.dumps(late))
 """
 
 BODIES = {
@@ -88,7 +158,7 @@ def build_zip(out_dir: Path) -> Path:
     return Path(result.stdout.splitlines()[-1])
 
 
-def run_once(tree: Path, body: str, env: dict) -> tuple[float, float]:
+def run_child(tree: Path, body: str, env: dict) -> tuple[float, float, list[str]]:
     code = CHILD.format(tree=str(tree), body=body)
     started = time.perf_counter()
     result = subprocess.run(
@@ -100,13 +170,67 @@ def run_once(tree: Path, body: str, env: dict) -> tuple[float, float]:
         listing = " ".join(sorted(os.listdir(tree)))
         sys.exit(f"the child failed in {tree}:\n{result.stderr[-3000:]}\n{tree} now holds: {listing}")
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("BENCH ")][-1]
-    return float(line.split()[1]), wall
+    return float(line.split()[1]), wall, result.stdout.splitlines()
+
+
+def run_once(tree: Path, body: str, env: dict) -> tuple[float, float]:
+    inside, wall, _ = run_child(tree, body, env)
+    return inside, wall
+
+
+def overlay(tree: Path, code: Path) -> None:
+    """``code``'s lambda_function.py and gcs_sync/ in place of the tree's, compiled as the build does."""
+    shutil.rmtree(tree / "gcs_sync")
+    shutil.copytree(code / "gcs_sync", tree / "gcs_sync", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(code / "lambda_function.py", tree / "lambda_function.py")
+    for stale in (tree / "__pycache__").glob("lambda_function.*"):
+        stale.unlink()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+                    str(tree / "gcs_sync"), str(tree / "lambda_function.py")], check=True)
+
+
+def first_copies(tree: Path, a: tuple[float, float], runs: int) -> None:
+    """Scenario c and its split by phase, against moto and the rig (bench.distant)."""
+    sys.path.insert(0, str(REPO))
+    from bench.distant import KIB, SOURCE, DistantRig
+
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
+        rig = DistantRig(Path(tmp), {})
+        try:
+            print("starting moto and the rig ...", file=sys.stderr)
+            rig.start()
+            env = {**rig.env(), "LAMBDA_TASK_ROOT": str(tree), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}
+            env.pop("PYTHONPATH", None)
+            keys = iter(rig.put_objects("cold/", 3 * runs + 2, 10 * KIB))
+            firsts, splits, late = [], [], []
+            run_child(tree, FIRST_COPY.format(bucket=SOURCE, key=next(keys), size=10 * KIB), env)  # file cache
+            for _ in range(runs):
+                inside, wall, lines = run_child(tree, FIRST_COPY.format(bucket=SOURCE, key=next(keys), size=10 * KIB),
+                                                env)
+                phases = json.loads([ln for ln in lines if ln.startswith("PHASES ")][-1][7:])
+                firsts.append((inside, wall, phases["init"], phases["first event"]))
+                _, _, lines = run_child(tree, PHASES.format(bucket=SOURCE, key=next(keys), key2=next(keys),
+                                                           size=10 * KIB), env)
+                splits.append(json.loads([ln for ln in lines if ln.startswith("PHASES ")][-1][7:]))
+                late = json.loads([ln for ln in lines if ln.startswith("LATE ")][-1][5:])
+        finally:
+            rig.stop()
+    med = [statistics.median(f[i] for f in firsts) for i in range(4)]
+    print(f"\nc: import lambda_function + first copy (10 KiB -> 2 destinations, moto + rig), median of {runs}")
+    print(f"  in-process {med[0]:.3f}s (init {med[2]:.3f}s + first event {med[3]:.3f}s)   process {med[1]:.3f}s")
+    print(f"  ratio c/a: {med[0] / a[0]:.2f} in-process, {med[1] / a[1]:.2f} process   (goal <= 1.15)")
+    print("  split by phase (medians, separate children):")
+    for name in splits[0]:
+        print(f"    {name:<40} {1000 * statistics.median(s[name] for s in splits):7.1f} ms")
+    print(f"  modules first imported by the first copy ({len(late)} packages / modules): {' '.join(late)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zip", type=Path, help="zip to measure (default: build one)")
     parser.add_argument("--runs", type=int, default=7, help="runs per scenario (default 7)")
+    parser.add_argument("--code", type=Path, help="take lambda_function.py and gcs_sync/ from this directory")
+    parser.add_argument("--no-copy", action="store_true", help="skip c (the first copy against moto and the rig)")
     parser.add_argument("--awscrt", action="store_true",
                         help="also compare awscrt under lazy/ (as built) with awscrt at the top and absent")
     args = parser.parse_args()
@@ -117,6 +241,8 @@ def main() -> None:
         tree = tmp_path / "tree"
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tree)
+        if args.code:
+            overlay(tree, args.code.resolve())
         tag = sys.implementation.cache_tag
         if not (tree / "__pycache__" / f"lambda_function.{tag}.pyc").exists():
             print(f"note: the zip has no {tag} .pyc for this interpreter ({sys.version.split()[0]}); "
@@ -183,6 +309,8 @@ def main() -> None:
         nopyc = medians["b, tree without .pyc"]
         print(f"ratio b/a: {b[0] / a[0]:.2f} in-process, {b[1] / a[1]:.2f} process;"
               f"  .pyc save {nopyc[0] - b[0]:.2f}s per cold start (b)")
+        if not args.no_copy:
+            first_copies(tree, a, args.runs)
         if variants:
             with zipfile.ZipFile(zip_path) as zf:
                 # Each entry costs its data plus a local header (30 bytes) and a central one (46),

@@ -23,6 +23,8 @@ from .staging import Staging
 
 log = logging.getLogger(__name__)
 
+# The token asked for in Lambda's init phase (see Container.prepare) may take this long at most.
+INIT_TOKEN_MS = 3000
 MAX_LISTED_RESULTS = 100
 MAX_RESULT_STRING = 1000
 COUNTED = ("copied", "repaired", "sliced", "deleted", "already_current", "superseded", "kept", "already_absent", "skipped", "failed")
@@ -45,12 +47,36 @@ class Container:
             refused = tuple(self.runtime.copier.refused_server_copies) if self.runtime else ()
             return doctor.run_checks(code_dir=self.code_dir, refused_server_copies=refused)
         if self.runtime is None:
-            settings = Settings.from_environ(code_dir=self.code_dir)
-            logs.configure_from(settings.log)
-            for warning in settings.warnings:
-                log.warning(warning)
-            self.runtime = Runtime.build(settings)
+            self.runtime = self._build(Settings.from_environ(code_dir=self.code_dir))
         return handle(event, context, self.runtime)
+
+    def prepare(self) -> None:
+        """In Lambda's init phase (the module's import, at full CPU, before any event waits): build
+        the settings and clients, and ask for the first Google token. Whatever fails here (the
+        configuration, the credentials, the token endpoint) is left to the first event, which
+        reports it as it would have without this; outside Lambda nothing is done."""
+        try:
+            settings = Settings.from_environ(code_dir=self.code_dir)
+            if not settings.in_lambda:
+                return
+            self.runtime = self._build(settings)
+        except GcsSyncError:
+            return
+        deadline = self.runtime.deadline
+        deadline.start(INIT_TOKEN_MS)
+        try:
+            self.runtime.auth.ensure_token()
+        except GcsSyncError as exc:
+            log.info("no Google token at start-up; the first event asks again", extra={"fields": {"error": str(exc)}})
+        finally:
+            deadline.start(None)
+
+    @staticmethod
+    def _build(settings: Settings) -> Runtime:
+        logs.configure_from(settings.log)
+        for warning in settings.warnings:
+            log.warning(warning)
+        return Runtime.build(settings)
 
     def reset(self) -> None:
         if self.runtime is not None:

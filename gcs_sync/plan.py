@@ -1,7 +1,9 @@
 """What each destination needs, and which way writes it: pure functions, no I/O.
 
 - ``plan_for`` / ``resolve``: the verdict per destination for one source state.
-- ``fan_out``: which destinations are uploaded to and which are copied inside Cloud Storage.
+- ``fan_out``: which destinations are uploaded to and which are copied inside Cloud Storage;
+  ``upload_each_max``: the size below which every destination is uploaded to at once.
+- ``remembered_is_older``: whether a copy this container wrote can be replaced without a look.
 - ``delete_verdict``: whether a mirrored delete removes a destination's copy.
 - ``classify``: the audit's (and the sync's) comparison of a source object with a copy.
 
@@ -73,6 +75,15 @@ def plan_for(state: SourceState, held: Any) -> Plan:
     return ASK_SOURCE
 
 
+def remembered_is_older(state: SourceState, remembered: Any) -> bool:
+    """Whether ``remembered`` (what this container wrote or saw at a destination: generation and
+    provenance) is, by the ordering rule, an older state than ``state``: the write can then go with
+    ``ifGenerationMatch`` = its generation, without looking (a 412 says it changed since). Anything
+    else (the same state, a newer one, undecided, a copy that disagrees) is looked up first."""
+    plan = plan_for(state, remembered)
+    return isinstance(plan, Write) and not plan.repair and plan.held is remembered
+
+
 def resolve(state: SourceState, held: Any, current: SourceState) -> Plan:
     """After ``ASK_SOURCE``: ``current`` is the state S3 holds now."""
     if same_state(current, state):
@@ -92,13 +103,29 @@ def version_replaced(event_version: str | None, read_version: str | None) -> boo
     return event_version is not None and read_version != event_version
 
 
+# Below ``upload_each_max`` bytes every destination is uploaded to at once (one round trip), rather
+# than uploaded to the primary and then copied server-side (two in a row): the AWS egress a
+# server-side copy saves is then worth less than the function's time for the round trip it costs.
+EGRESS_USD_PER_GB = 0.09  # AWS data transfer out to the internet (first 10 TB a month)
+LAMBDA_USD_PER_GB_SECOND = 0.0000166667  # x86 duration
+ROUND_TRIP_SAVED = 0.06  # seconds a server-side copy adds after the upload (see bench/README.md)
+
+
+def upload_each_max(memory_mb: int) -> int:
+    """Bytes below which one more upload costs less egress than the duration it saves at
+    ``memory_mb`` of function memory: ~11 KB at 1024 MB, ~1.4 KB at 128, ~32 KB at 3008."""
+    saved = ROUND_TRIP_SAVED * memory_mb / 1024 * LAMBDA_USD_PER_GB_SECOND
+    return int(saved / EGRESS_USD_PER_GB * 1e9)
+
+
 def fan_out(fanout: str, primary: str | None, slots: list, writes: list,
-            refuse_copies: set[str]) -> tuple[Any, list, list]:
+            refuse_copies: set[str], upload_each: bool = False) -> tuple[Any, list, list]:
     """(origin, uploads, copies) for the slots planned ``Write``. ``origin``: a slot already holding
     exactly this state, verified, copied from without reading the source; else the primary is
     uploaded and the others are copied from it. ``refuse_copies``: destination URLs that refused
-    a server-side copy (uploaded to). Slots have ``destination.url``, ``plan`` and ``held``."""
-    if fanout != "copy" or len(slots) < 2:
+    a server-side copy (uploaded to). ``upload_each``: a small object (``upload_each_max``), uploaded
+    to every destination at once. Slots have ``destination.url``, ``plan`` and ``held``."""
+    if fanout != "copy" or len(slots) < 2 or upload_each:
         return None, writes, []
     direct = [s for s in writes if s.destination.url in refuse_copies]
     copyable = [s for s in writes if s not in direct]

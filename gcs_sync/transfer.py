@@ -4,8 +4,10 @@
 needs, and writes through one ``apply`` whatever the way (``ways``): a finished copy is proven
 and, when it fails, discarded; a 412 or a 429 means look again and decide again; a lost session
 means write again. ``Fanout`` chooses the ways for one read: upload to the primary and copy
-inside Cloud Storage to the others (FANOUT=copy), or upload to each; slicing for objects too
-large for one invocation. Objects of one invocation run concurrently, reported in input order.
+inside Cloud Storage to the others (FANOUT=copy), or upload to each (FANOUT=upload, and any
+object under ``plan.upload_each_max``: one round trip instead of two); slicing for objects too
+large for one invocation. Small objects are written without a look first (``known``). Objects of
+one invocation run concurrently, reported in input order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Sequence
@@ -27,12 +28,13 @@ from .errors import ChecksumMismatch, GcsSyncError, PreconditionFailed, SourceCh
 from .events import ObjectRef
 from .gcs_errors import ObjectHeld, RateLimited, RewriteRefused, SessionLost
 from .held import HeldObject
+from .known import WRITE_AS_NEW_MAX, KnownNames, first_looks, held_for, settled
 from .metadata import SourceState, object_name_problem
 from . import plan as planning
-from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve
+from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve, upload_each_max
 from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
-from .results import (COPIED, CURRENT, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED, DestinationResult,
-                      ObjectReport, logged, result)
+from .results import (ABSENT, COPIED, CURRENT, DELETED, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED,
+                      DestinationResult, ObjectReport, logged, result)
 from .slices import Slicer
 from .source import Source, SourceObject
 from .staging import Staging
@@ -42,35 +44,10 @@ log = logging.getLogger(__name__)
 
 SOURCE_ATTEMPTS = 3  # re-reads when the source changes under us
 WRITE_ATTEMPTS = 5  # looks-and-decides-again after a 412 at one destination
-# Objects up to this size are written as new (ifGenerationMatch=0) without looking first, unless
-# this container has seen the name at that destination: a 412 then means "look and decide", so
-# the rule holds; a new name saves the look, an existing one costs a refused small upload.
-WRITE_AS_NEW_MAX = 1024 * 1024
-KNOWN_NAMES_MAX = 20_000
 STREAM_MEMORY_SHARE = 0.4  # of the function's memory, for the pieces of objects streaming at once
 THROTTLED_READS = 8  # reads again of one object whose name Cloud Storage throttled (429), within the deadline
 NAME_WRITE_INTERVAL = 1.0  # seconds: Cloud Storage takes about one write per second to one object name
 RATE_BACKOFF = (1.0, 3.0)  # seconds: a 429 waits at least the 1 s a name needs between writes; cap (jittered, doubling)
-
-
-class KnownNames:
-    """(destination, name) pairs this container has written or found held: looked up first."""
-
-    def __init__(self, limit: int = KNOWN_NAMES_MAX):
-        self._names: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def __contains__(self, target: tuple[Destination, str]) -> bool:
-        with self._lock:
-            return (target[0].url, target[1]) in self._names
-
-    def add(self, target: tuple[Destination, str]) -> None:
-        with self._lock:
-            self._names[(target[0].url, target[1])] = None
-            self._names.move_to_end((target[0].url, target[1]))
-            while len(self._names) > self._limit:
-                self._names.popitem(last=False)
 
 
 class Copier:
@@ -91,9 +68,9 @@ class Copier:
         self.fanout = Fanout(self)
         self._deletions = Deletions(settings, source, writer, self.pool)
 
-    def remember(self, destination: Destination, name: str) -> None:
-        """``name`` is known to exist at ``destination``: copies to it look before writing."""
-        self._known.add((destination, name))
+    def remember(self, destination: Destination, name: str, held: HeldObject | None = None) -> None:
+        """``name`` is known to exist at ``destination`` (holding ``held``, when known: see ``known``)."""
+        self._known.add((destination, name), held)
 
     @property
     def refused_server_copies(self) -> list[str]:
@@ -124,15 +101,21 @@ class Copier:
                 report.skipped = f"source gone: {exc}"
                 slots = []
         for slot in slots:
-            if slot.result.outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED, HELD):
-                self.remember(slot.destination, slot.name)
+            outcome = slot.result.outcome
+            if outcome in (COPIED, REPAIRED, CURRENT, SUPERSEDED, HELD):
+                self.remember(slot.destination, slot.name, slot.written if outcome in (COPIED, REPAIRED)
+                              else slot.held if outcome == CURRENT else None)
         report.results.extend(slot.result for slot in slots)
         return logged(report)
 
     def delete(self, ref: ObjectRef) -> ObjectReport:
         """Mirror a delete: remove each copy that came from this source object and is not newer."""
         report, targets = targets_of(self.settings, ref)
-        report.results.extend(self._deletions.delete(ref, targets))
+        results = self._deletions.delete(ref, targets)
+        for target, done in zip(targets, results):
+            if done.outcome in (DELETED, ABSENT):  # gone: the next copy is written create-only
+                self._known.forget(target)
+        report.results.extend(results)
         return logged(report)
 
     def copy_within(self, origin: tuple[Destination, str, int], fingerprint: Any, obj: SourceObject,
@@ -165,16 +148,15 @@ class Copier:
         while attempt < SOURCE_ATTEMPTS and throttled < THROTTLED_READS:
             # What each destination holds is looked up while S3 answers the GET: its headers give
             # the state to decide on, its body is read only when some destination needs it.
-            as_new = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
-            lookups = {slot: None if as_new and (slot.destination, slot.name) not in self._known
-                       else self.pool.submit(self._held, slot) for slot in pending}
+            small = attempt == 0 and ref.size is not None and ref.size <= WRITE_AS_NEW_MAX
+            lookups = first_looks(self._known, pending, small, lambda slot: self.pool.submit(self._held, slot))
             # An event for one version of a versioned bucket reads the current state (one GET either
             # way): when S3 already holds a newer version, that version's own event copies it.
             latest = ref.version_id is not None and ref.event_time is not None  # a notification's version
             opened = self._open(ref, None if latest else ref.version_id, pending, lookups)
             if opened and latest and planning.version_replaced(ref.version_id, opened[0].version_id):
                 opened[1].close()
-                _settled(lookups)
+                settled(lookups)
                 for slot in pending:
                     slot.finish(SUPERSEDED, detail=f"S3's current version is {opened[0].version_id}, not the one the "
                                                    "event named: nothing to write (the current one's own event copies it)")
@@ -200,7 +182,7 @@ class Copier:
         try:
             return self.source.open(ref.bucket, ref.key, version_id)
         except GcsSyncError as exc:
-            _settled(lookups)
+            settled(lookups)
             if isinstance(exc, SourceGone):
                 raise
             for slot in pending:
@@ -216,11 +198,7 @@ class Copier:
         state = obj.state(sequencer=ref.sequencer if _event_matches(ref, obj) else None)
         again: list[Slot] = []
         for slot in slots:
-            if lookups[slot] is not None:
-                held = lookups[slot].result()
-            else:  # not looked up: written as new, unless the object grew past the size the event gave
-                held = self._held(slot) if obj.size > WRITE_AS_NEW_MAX else None
-            self.replan(slot, state, held)
+            self.replan(slot, state, held_for(lookups[slot], state, obj.size, lambda slot=slot: self._held(slot)))
             if slot.plan is AGAIN:
                 again.append(slot)
         writes = [slot for slot in slots if isinstance(slot.plan, Write) and slot.result is None]
@@ -345,7 +323,7 @@ class Fanout:
         with self._lock:
             refused = set(self._no_server_copy)
         origin, uploads, copies = fan_out(self.settings.fanout, self.settings.primary_destination, slots, writes,
-                                          refused)
+                                          refused, upload_each=obj.size < upload_each_max(self.settings.memory_mb))
         again: list[Slot] = []
         if origin is not None:  # a destination already holds exactly this state, verified: no bytes read
             again = self.server_copies(origin, origin.held.generation, fingerprint_of(origin.held), copies, obj,
@@ -499,13 +477,6 @@ def fingerprint_of(held: HeldObject) -> Fingerprint:
     """What a verified copy in Cloud Storage holds: what copies made from it must hold."""
     proof = held.source.proof if held.source else None
     return Fingerprint(held.size, held.crc32c, held.md5, Plan(proof or NONE))
-
-
-def _settled(lookups: dict) -> None:
-    """Wait for the destination lookups in flight (their answers are not needed)."""
-    for future in lookups.values():
-        if future is not None:
-            future.result()
 
 
 def _event_matches(ref: ObjectRef, obj: SourceObject) -> bool:

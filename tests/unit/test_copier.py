@@ -25,6 +25,9 @@ from gcs_sync.staging import Staging
 from gcs_sync.transfer import Copier
 
 LM = datetime(2026, 12, 1, tzinfo=timezone.utc)
+# Over plan.upload_each_max at the default 1024 MB: FANOUT=copy uploads once and copies server-side
+# (smaller objects are uploaded to every destination at once: tests/unit/test_small_path.py).
+BIG = 20_000
 
 
 def b64_crc(data: bytes) -> str:
@@ -140,13 +143,13 @@ def outcomes(report):
 
 
 def test_fanout_copy_uploads_once_and_copies_inside_cloud_storage(tmp_path):
-    c, source, writer = copier(tmp_path, ["aaa", "bbb", "ccc"], objects={"k": b"x" * 5000})
+    c, source, writer = copier(tmp_path, ["aaa", "bbb", "ccc"], objects={"k": b"x" * BIG})
     report = copy(c, "k", tmp_path)
     assert outcomes(report) == [("gs://aaa/", "copied"), ("gs://bbb/", "copied"), ("gs://ccc/", "copied")]
     assert sorted(call[0] for call in writer.calls) == ["rewrite", "rewrite", "upload"]
     assert [call for call in writer.calls if call[0] == "upload"] == [("upload", "aaa", "k")]
     assert source.reads == 1
-    assert {writer.store[(b, "k")][1] for b in ("aaa", "bbb", "ccc")} == {b"x" * 5000}
+    assert {writer.store[(b, "k")][1] for b in ("aaa", "bbb", "ccc")} == {b"x" * BIG}
     assert all(r.proof == "md5" for r in report.results)
 
 
@@ -157,14 +160,14 @@ def test_fanout_upload_writes_every_destination_from_the_function(tmp_path):
 
 
 def test_the_primary_destination_setting_chooses_the_upload(tmp_path):
-    c, _, writer = copier(tmp_path, ["aaa", "bbb"], objects={"k": b"y"}, primary_destination="gs://bbb/")
+    c, _, writer = copier(tmp_path, ["aaa", "bbb"], objects={"k": b"y" * BIG}, primary_destination="gs://bbb/")
     copy(c, "k", tmp_path)
     assert [call for call in writer.calls if call[0] == "upload"] == [("upload", "bbb", "k")]
     assert ("rewrite", "bbb", "aaa", "k") in writer.calls
 
 
 def test_a_destination_already_current_is_copied_from_without_reading_the_source(tmp_path):
-    c, source, writer = copier(tmp_path, ["aaa", "bbb"], objects={"k": b"z" * 100})
+    c, source, writer = copier(tmp_path, ["aaa", "bbb"], objects={"k": b"z" * BIG})
     copy(c, "k", tmp_path)
     writer.store.pop(("bbb", "k"))  # b lost its copy; a still holds exactly this state
     writer.calls.clear()
@@ -175,7 +178,7 @@ def test_a_destination_already_current_is_copied_from_without_reading_the_source
 
 
 def test_a_failed_primary_passes_the_upload_to_the_next_destination(tmp_path):
-    c, _, writer = copier(tmp_path, ["bad", "bbb", "ccc"], objects={"k": b"q" * 10})
+    c, _, writer = copier(tmp_path, ["bad", "bbb", "ccc"], objects={"k": b"q" * BIG})
     writer.refuse_upload.add("bad")
     report = copy(c, "k", tmp_path)
     assert outcomes(report) == [("gs://bad/", "failed"), ("gs://bbb/", "copied"), ("gs://ccc/", "copied")]
@@ -184,7 +187,7 @@ def test_a_failed_primary_passes_the_upload_to_the_next_destination(tmp_path):
 
 
 def test_a_refused_server_copy_falls_back_to_an_upload_and_is_remembered(tmp_path, caplog):
-    c, _, writer = copier(tmp_path, ["aaa", "walled"], objects={"k": b"w", "l": b"v"})
+    c, _, writer = copier(tmp_path, ["aaa", "walled"], objects={"k": b"w" * BIG, "l": b"v" * BIG})
     writer.refuse_rewrite.add("walled")
     with caplog.at_level("WARNING"):
         assert outcomes(copy(c, "k", tmp_path))[1] == ("gs://walled/", "copied")
@@ -198,7 +201,7 @@ def test_a_refused_server_copy_falls_back_to_an_upload_and_is_remembered(tmp_pat
 
 
 def test_a_412_on_a_server_copy_looks_again_and_a_newer_copy_wins(tmp_path):
-    c, _, writer = copier(tmp_path, ["aaa", "bbb"], objects={"k": b"old"})
+    c, _, writer = copier(tmp_path, ["aaa", "bbb"], objects={"k": b"old" * BIG})
     newer = SourceState("src", "k", None, "e2", datetime(2030, 1, 1, tzinfo=timezone.utc), size=3).to_metadata()
     writer.sneak_in[("bbb", "k")] = (b"new", newer)
     report = copy(c, "k", tmp_path)
@@ -214,7 +217,7 @@ def test_one_destination_is_written_the_same_whatever_the_fanout(tmp_path, fanou
 
 
 def test_an_origin_already_current_and_a_destination_refusing_copies_are_both_served(tmp_path):
-    c, source, writer = copier(tmp_path, ["aaa", "bbb", "walled"], objects={"k": b"o" * 50})
+    c, source, writer = copier(tmp_path, ["aaa", "bbb", "walled"], objects={"k": b"o" * BIG})
     writer.refuse_rewrite.add("walled")
     copy(c, "k", tmp_path)  # walled is now known to refuse server-side copies
     writer.store.pop(("bbb", "k"))
