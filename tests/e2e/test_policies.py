@@ -130,7 +130,7 @@ def test_a_server_side_copy_carries_its_own_destinations_options(world, way):
     world.configure(f"gs://{primary}/?storage_class=COLDLINE gs://{backup}/?storage_class=ARCHIVE&kms_key={KEY}"
                     "&custom_time=source&holds=source", **extra)
     until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).replace(microsecond=0)
-    data = os.urandom(2 * MIB + 1 if way == "streamed" else 5000)
+    data = os.urandom(2 * MIB + 1 if way == "streamed" else 64 * 1024)  # above the small path: copied inside Cloud Storage
     summary = world.notify(put_locked(world, "k.bin", data, hold=True, mode="GOVERNANCE", until=until))
     assert summary["copied"] == 1 and all(d["outcome"] == "copied" for d in summary["results"][0]["destinations"])
     assert world.gcs_bytes(backup, "k.bin") == data
