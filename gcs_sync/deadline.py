@@ -17,8 +17,10 @@ MIN_CALL_SECONDS = 1.0
 class Deadline:
     def __init__(self) -> None:
         self._end: float | None = None
+        self.began: float | None = None  # Unix time the invocation started
 
     def start(self, remaining_ms: int | None) -> None:
+        self.began = time.time()
         if remaining_ms is None:
             self._end = None
             return

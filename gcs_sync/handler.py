@@ -107,7 +107,8 @@ def _notifications(invocation: Notifications, runtime: Runtime) -> dict:
     for line in invocation.ignored:
         log.info("record ignored", extra={"fields": {"reason": line}})
     reports = process(invocation.refs, runtime)
-    metrics.emit(reports, function_name=runtime.settings.function_name, shape="notification", refs=invocation.refs)
+    metrics.emit(reports, function_name=runtime.settings.function_name, shape="notification", refs=invocation.refs,
+                 started=runtime.deadline.began)
     summary = summarize(reports, ignored=invocation.ignored, problems=invocation.problems)
     _raise_for_failures(reports, summary, [f"event: {p}" for p in invocation.problems])
     return summary
@@ -117,7 +118,8 @@ def _sqs(batch: SqsBatch, runtime: Runtime) -> dict:
     failed_ids = _slices(batch, runtime)
     refs = [ref for message in batch.messages for ref in message.refs]
     all_reports = process(refs, runtime)
-    metrics.emit(all_reports, function_name=runtime.settings.function_name, shape="sqs", refs=refs)
+    metrics.emit(all_reports, function_name=runtime.settings.function_name, shape="sqs", refs=refs,
+                 started=runtime.deadline.began)
     reports = iter(all_reports)
     for message in batch.messages:
         if message.slice is not None:
@@ -170,7 +172,7 @@ def _slices(batch: SqsBatch, runtime: Runtime) -> list[str]:
             reports.append(outcome.report)
     metrics.emit_slices(kinds, function_name=runtime.settings.function_name)
     if reports:
-        metrics.emit(reports, function_name=runtime.settings.function_name, shape="slices")
+        metrics.emit(reports, function_name=runtime.settings.function_name, shape="slices")  # from the planning
     return failed
 
 
@@ -192,7 +194,7 @@ def _batch_operations(batch: BatchOperations, runtime: Runtime) -> dict:
     try:
         task_reports = process(refs, runtime)
         metrics.emit(task_reports, function_name=runtime.settings.function_name, shape="batch_operations",
-                     refs=refs)
+                     refs=refs, started=runtime.deadline.began)
         reports, shared_failure = iter(task_reports), None
     except GcsSyncError as exc:  # e.g. no Google token: every task fails alike
         reports, shared_failure = iter(()), exc
@@ -233,7 +235,8 @@ def _sync(request: SyncRequest, context: Any, runtime: Runtime) -> dict:
         runtime.auth.ensure_token()
     result = sync.run(request, runtime.settings, runtime.s3, runtime.copier, runtime.writer, remaining)
     reports = result.pop("reports")
-    metrics.emit(reports, function_name=runtime.settings.function_name, shape="sync")
+    metrics.emit(reports, function_name=runtime.settings.function_name, shape="sync",
+                 started=runtime.deadline.began)
     summary = {**result, **summarize(reports)}
     _raise_for_failures(reports, summary, [], continuation=summary.get("continuation"))
     return summary
