@@ -24,6 +24,7 @@ from typing import Any
 import google_crc32c
 import pytest
 
+import gcs_sync.staging as staging
 import gcs_sync.transfer as transfer
 import lambda_function
 from gcs_sync.errors import CopyFailed, CredentialsError, GcsSyncError
@@ -532,7 +533,7 @@ def test_object_larger_than_the_free_space_streams_and_the_rest_copy(world, monk
     dest = world.bucket()
     world.configure(f"gs://{dest}")
     free = 1_000_000
-    monkeypatch.setattr(transfer.shutil, "disk_usage", lambda path: Usage(10**10, 10**10 - free, free))
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: Usage(10**10, 10**10 - free, free))
     bodies = {"huge.bin": os.urandom(3 * free), "a.txt": b"a" * 1000, "b.txt": b"b" * 2000}
     summary, error, _ = invoke({"Records": [world.put(k, b) for k, b in bodies.items()]})
     assert error is None, error
@@ -585,9 +586,9 @@ def test_objects_that_fit_alone_but_not_together_all_copy(world, monkeypatch):
     dest = world.bucket()
     world.configure(f"gs://{dest}", OBJECT_CONCURRENCY="2")
     free = 3_000_000
-    monkeypatch.setattr(transfer.shutil, "disk_usage", lambda path: Usage(10**10, 10**10 - free, free))
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: Usage(10**10, 10**10 - free, free))
     both_checked = threading.Barrier(2, timeout=5)
-    real_fits = transfer.Staging.fits
+    real_fits = staging.Staging.fits
 
     def fits(self, size):  # let both objects look at the free space before either reserves it
         answer = real_fits(self, size)
@@ -597,7 +598,7 @@ def test_objects_that_fit_alone_but_not_together_all_copy(world, monkeypatch):
             pass
         return answer
 
-    monkeypatch.setattr(transfer.Staging, "fits", fits)
+    monkeypatch.setattr(staging.Staging, "fits", fits)
     bodies = {"one.bin": os.urandom(2_000_000), "two.bin": os.urandom(2_000_000)}
     summary, error, _ = invoke({"Records": [world.put(k, b) for k, b in bodies.items()]})
     print(f"\n[faults] staging race: {error or summary}")
