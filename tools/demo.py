@@ -253,12 +253,15 @@ class _Captured:
         import io
         import logging
 
-        from gcs_sync import metrics
+        from gcs_sync import logs, metrics
 
         self.logs = io.StringIO()
         self.emf = io.StringIO()
-        # Instead of stderr: the function's JSON lines (it sets the formatter on the root's handlers).
-        logging.getLogger().handlers = [logging.StreamHandler(self.logs)]
+        # Instead of stderr: the function's JSON lines, formatted as the function formats them (its
+        # container configured logging when it was loaded, Lambda's init phase).
+        handler = logging.StreamHandler(self.logs)
+        handler.setFormatter(logs.JsonFormatter())
+        logging.getLogger().handlers = [handler]
         metrics.set_output(self.emf)
 
     def take(self) -> tuple[list[dict], list[dict]]:
@@ -416,7 +419,9 @@ def _report(lines: list[dict], documents: list[dict], servers: Servers, sent: di
             say(next(formatted))
     if any(row[3] == "server-side copy" for row in rows):
         explain("how", "   upload: the bytes read from S3, sent to the primary destination; server-side copy: "
-                       "Cloud Storage copied the primary's proven copy (objects.rewrite), nothing more sent from AWS")
+                       "Cloud Storage copied the primary's proven copy (objects.rewrite), nothing more sent from AWS; "
+                       "objects of a few KB are uploaded to each destination instead (a round trip costs more "
+                       "than their egress)")
     if any(row[2] for row in rows):
         explain("proof", "   proof: the record S3 keeps of the object that the copy was checked against (crc32: "
                          "the CRC32 computed when it was uploaded)")

@@ -125,7 +125,7 @@ class StagingSpy:
 
     def assert_never_named_after(self, *keys: str) -> None:
         assert self.paths, "nothing was staged"
-        pattern = re.compile(r"^gcs-sync-[A-Za-z0-9_]+(/obj-[A-Za-z0-9_]+)?$")
+        pattern = re.compile(r"^gcs-sync-staging-[A-Za-z0-9_]+(/obj-[A-Za-z0-9_]+)?$")
         relative = [os.path.relpath(p, self.root) for p in self.paths]
         seen = relative + [entry for tree in self.trees for entry in tree]
         for entry in seen:
