@@ -658,8 +658,11 @@ def test_random_schedules_converge_on_the_latest_state_and_never_go_back(
               f"{len(harness.uploads.entries)} upload requests answered, outcomes {dict(harness.stats)}")
     assert harness.examples >= examples  # the property really ran that many schedules
     assert harness.stats["412"] > 0 and harness.stats["copied"] > 0  # the racy paths were exercised
-    if small:  # uploaded to both at once, and written on remembered generations without a look
-        assert harness.stats["rewrites"] == 0 and harness.stats["without a look"] > 0
+    if small:  # uploaded to both at once, and (versioned: every state newer by its version order)
+        # written on remembered generations without a look; unversioned, two states in the same second
+        # leave the order to S3, so whether a schedule writes without a look depends on timing
+        # (tests/unit/test_small_path.py covers that path deterministically)
+        assert harness.stats["rewrites"] == 0 and (not versioned or harness.stats["without a look"] > 0)
     assert not streamed or not any(os.listdir(d) for d in harness.staging_dirs)
 
 
