@@ -22,6 +22,13 @@ _container = Container(code_dir=os.path.dirname(os.path.abspath(__file__)))
 _container.prepare()
 
 
+def new_container() -> None:
+    """Start again as a new Lambda container would: settings, clients and credentials are built anew
+    on the next invocation (the demo, the benchmarks and the tests use it after changing the
+    environment)."""
+    _container.reset()
+
+
 def lambda_handler(event, context):
     # Set before anything is logged, for every thread of this invocation.
     logs.set_request_id(getattr(context, "aws_request_id", None))

@@ -58,7 +58,7 @@ def _handler(env: dict):
     os.environ.update(env)
     import lambda_function
 
-    lambda_function._container.reset()
+    lambda_function.new_container()
     return lambda_function
 
 

@@ -51,7 +51,7 @@ class Invoker:
         self.monkeypatch.setenv("GCS_DESTINATIONS", destinations)
         for name, value in extra.items():
             self.monkeypatch.setenv(name, value)
-        lambda_function._container.reset()
+        lambda_function.new_container()
 
     def put(self, key: str, body: bytes = b"", **params: Any) -> dict:
         """Upload to the source bucket and return the S3 notification record S3 would send."""
@@ -157,7 +157,7 @@ def small_disk(world, monkeypatch):
         mounted.append(path)
         world.staging = path
         monkeypatch.setenv("STAGING_DIR", str(path))
-        lambda_function._container.reset()
+        lambda_function.new_container()
         return path
 
     yield make
@@ -188,9 +188,9 @@ def world(rig: Rig, monkeypatch, tmp_path) -> Invoker:
     invoker = Invoker(rig=rig, monkeypatch=monkeypatch, tmp_path=tmp_path, staging=staging)
     invoker.source = f"src-{uuid.uuid4().hex[:12]}"
     rig.s3_client.create_bucket(Bucket=invoker.source)
-    lambda_function._container.reset()
+    lambda_function.new_container()
     yield invoker
-    lambda_function._container.reset()
+    lambda_function.new_container()
     assert not rig.front.unauthorized, f"requests without a token we issued: {rig.front.unauthorized}"
 
 

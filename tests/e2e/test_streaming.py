@@ -9,7 +9,6 @@ import pytest
 
 import gcs_sync.source
 import gcs_sync.staging
-import gcs_sync.transfer
 import lambda_function
 from gcs_sync.errors import CopyFailed
 from gcs_sync.plan import upload_each_max
@@ -105,8 +104,7 @@ def test_a_concurrent_newer_write_wins_over_a_streamed_older_one(world, monkeypa
 
 def test_a_412_at_initiation_looks_again(world, monkeypatch):
     import gcs_sync.streaming as streaming
-    import lambda_function
-    from gcs_sync.events import ObjectRef
+    from .test_ordering import invoke, new_container
 
     dest = world.bucket()
     stream_everything(world, f"gs://{dest}")
@@ -115,15 +113,13 @@ def test_a_412_at_initiation_looks_again(world, monkeypatch):
     record = world.put("c.bin", second)
     original = streaming.DestinationStream.open
     raced = []
+    rival = new_container(world, str(world.tmp_path / "rival-tmp"))  # another Lambda container
 
     def racing_open(self):
         """Just before our upload starts, another container copies the same newest state."""
         if not raced:
             raced.append(True)
-            runtime = lambda_function._container.runtime
-            other = gcs_sync.transfer.Copier(runtime.settings, runtime.copier.source, runtime.writer)
-            with gcs_sync.staging.Staging(str(world.staging)) as staging:
-                assert other.copy(ObjectRef(world.source, "c.bin"), staging).outcome == "copied"
+            assert invoke(rival, {"Records": [record]})["copied"] == 1
         return original(self)
 
     monkeypatch.setattr(streaming.DestinationStream, "open", racing_open)

@@ -155,7 +155,7 @@ def test_second_sync_copies_only_changed_and_missing_objects(world):
         world.rig.s3_client.put_object(Bucket=world.source, Key=key, Body=b"new bytes for " + key.encode())
     # one destination copy removed behind gcs-sync's back
     _delete_at_backend(world, second, "copy/data/file-11.csv")
-    lambda_function._container.reset()  # a cold container: it learns which names exist from the listing
+    lambda_function.new_container()  # a cold container: it learns which names exist from the listing
     mark = len(world.rig.front.requests)
 
     with s3_requests() as seen:
