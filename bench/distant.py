@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import Driver, http_json, machine, progress
-from bench.servers import Served
+from bench.servers import Served, stop_all
 
 SOURCE = "bench-src"
 BUCKETS = ["bench-dst-1", "bench-dst-2"]
@@ -114,16 +114,7 @@ class DistantRig:
         self.s3_client.put_object(Bucket=SOURCE, Key="warmup/small.bin", Body=os.urandom(10 * KIB))
 
     def stop(self) -> None:
-        for driver in self.drivers:
-            try:
-                driver.stop()
-            except Exception:  # noqa: BLE001 - cleaning up regardless
-                pass
-        for served in reversed(self.servers):
-            try:
-                served.stop()
-            except Exception:  # noqa: BLE001
-                pass
+        stop_all(self.drivers, self.servers)
 
     def env(self) -> dict[str, str]:
         """The function's environment, as Lambda would set it, pointed at the rig."""

@@ -43,6 +43,7 @@ from bench.distant import (
     run,
 )
 from bench.run import RCLONE, progress, table
+from bench.servers import rclone_s3_section
 
 CONTENDERS = ("function", "rclone_turn", "rclone_once")
 LABELS = {"function": "gcs-sync: one SQS batch, warm container",
@@ -53,16 +54,7 @@ LABELS = {"function": "gcs-sync: one SQS batch, warm container",
 def rclone_config(rig: DistantRig, token: str) -> str:
     env = rig.s3.info["env"]
     path = rig.tmp / "rclone.conf"
-    path.write_text(f"""[s3]
-type = s3
-provider = Other
-endpoint = {env['AWS_ENDPOINT_URL_S3']}
-access_key_id = {env['AWS_ACCESS_KEY_ID']}
-secret_access_key = {env['AWS_SECRET_ACCESS_KEY']}
-session_token = {env['AWS_SESSION_TOKEN']}
-region = {env['AWS_REGION']}
-force_path_style = true
-
+    path.write_text(rclone_s3_section(env) + f"""
 [rig]
 type = google cloud storage
 access_token = {token}

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import google_crc32c
 
-from bench.servers import REPO, Served
+from bench.servers import REPO, Served, rclone_s3_section, stop_all
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -333,16 +333,7 @@ class Bench:
         return served
 
     def stop(self) -> None:
-        for driver in self.drivers:
-            try:
-                driver.stop()
-            except Exception:  # noqa: BLE001 - cleaning up regardless
-                pass
-        for served in reversed(self.servers):
-            try:
-                served.stop()
-            except Exception:  # noqa: BLE001
-                pass
+        stop_all(self.drivers, self.servers)
 
     def measured(self, run: Callable[[], dict], servers: str = "sink") -> dict:
         """Run one contender; add the CPU seconds the servers (moto + the GCS stand-in) spent."""
@@ -461,16 +452,7 @@ class Bench:
     def rclone_config(self, token: str) -> Path:
         env = self.s3.info["env"]
         path = self.tmp / "rclone.conf"
-        path.write_text(f"""[s3]
-type = s3
-provider = Other
-endpoint = {env['AWS_ENDPOINT_URL_S3']}
-access_key_id = {env['AWS_ACCESS_KEY_ID']}
-secret_access_key = {env['AWS_SECRET_ACCESS_KEY']}
-session_token = {env['AWS_SESSION_TOKEN']}
-region = {env['AWS_REGION']}
-force_path_style = true
-
+        path.write_text(rclone_s3_section(env) + f"""
 [sink]
 type = google cloud storage
 anonymous = true

@@ -139,3 +139,31 @@ class Served:
 if __name__ == "__main__":
     latency = float(sys.argv[sys.argv.index("--latency-ms") + 1]) if "--latency-ms" in sys.argv else 0.0
     {"s3": _serve_s3, "rig": _serve_rig}[sys.argv[1]](latency)
+
+
+def rclone_s3_section(env: dict[str, str]) -> str:
+    """rclone's ``[s3]`` remote for the local S3 stand-in whose environment is ``env``."""
+    return f"""[s3]
+type = s3
+provider = Other
+endpoint = {env['AWS_ENDPOINT_URL_S3']}
+access_key_id = {env['AWS_ACCESS_KEY_ID']}
+secret_access_key = {env['AWS_SECRET_ACCESS_KEY']}
+session_token = {env['AWS_SESSION_TOKEN']}
+region = {env['AWS_REGION']}
+force_path_style = true
+"""
+
+
+def stop_all(drivers: list, servers: list) -> None:
+    """Stop the drivers, then the servers in the reverse order of their start, whatever fails."""
+    for driver in drivers:
+        try:
+            driver.stop()
+        except Exception:  # noqa: BLE001 - cleaning up regardless
+            pass
+    for served in reversed(servers):
+        try:
+            served.stop()
+        except Exception:  # noqa: BLE001
+            pass

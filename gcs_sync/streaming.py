@@ -23,7 +23,7 @@ from urllib.parse import quote
 from .config import Destination
 from .deadline import MIN_CALL_SECONDS, Deadline
 from .errors import DestinationError, GcsSyncError, PreconditionFailed
-from .gcs_errors import SessionLost, classify
+from .gcs_errors import RateLimited, SessionLost, classify
 from .held import HeldObject
 from .metadata import SourceState, copy_metadata, policy_resource
 from .proof import CRC32C, MD5, b64_from_hex
@@ -170,9 +170,8 @@ class DestinationStream:
                 return
 
     def _retrying(self, fn: Callable[[], Any], action: str) -> Any:
-        """``fn`` with up to ATTEMPTS tries on transient failures (the final chunk: until the
-        deadline, so a throttled or interrupted finish does not cost the whole object), never
-        sleeping past the deadline.
+        """``fn`` with up to ATTEMPTS tries on transient failures (a throttled finish: until the
+        deadline), never sleeping past the deadline.
 
         Before a retry the upload asks the server how far it got and rewinds within the chunk;
         never after a refusal (a 412 or 403 is final, not a lost connection).
@@ -187,9 +186,11 @@ class DestinationStream:
                         return finished
                 return self._call(fn, action)
             except DestinationError as exc:
-                final = self._transport.final_hash is not None
+                # Throttled (429) once the whole object is read: retried until the deadline, so a hot
+                # name's finish does not cost the whole object; any other failure ATTEMPTS times.
+                throttled_finish = isinstance(exc, RateLimited) and self._transport.final_hash is not None
                 if not exc.retryable or isinstance(exc, (PreconditionFailed, SessionLost)) or (
-                        attempt >= ATTEMPTS and not final):
+                        attempt >= ATTEMPTS and not throttled_finish):
                     raise
                 if self._upload.resumable_url and not self._upload.invalid and not self._upload.finished:
                     self._upload._make_invalid()  # a transport error leaves the stream mid-chunk
