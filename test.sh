@@ -6,7 +6,7 @@
 #
 # The whole suite runs as two pytest processes side by side, each with its own local servers: the
 # end-to-end tests, and the rest (unit, rig, deployment and zip tests, whose builds keep a CPU busy)
-# with the fault-injection tests (which mostly wait out stalls and backoffs). The second one's
+# with the end-to-end tests that mostly wait (fault runs, hostile input, the sync). The second one's
 # output follows the first's, and the last line is the whole run's count, summed from both
 # processes' JUnit XML results: "N passed, M failed, K skipped".
 set -euo pipefail
@@ -36,10 +36,13 @@ results=$(mktemp -d "${TMPDIR:-/tmp}/gcs-sync-tests.XXXXXX")
 others_log="$results/others.log"
 trap 'rm -rf "$results"' EXIT
 set +e
-OTHERS=(tests/unit tests/rig tests/deploy tests/lambda_zip tests/e2e/test_faults.py)
+# The second process also takes the end-to-end tests that mostly wait (fault runs, hostile input,
+# the sync's deadlines), so the two finish together.
+MOVED=(tests/e2e/test_faults.py tests/e2e/test_hostile_input.py tests/e2e/test_sync.py)
+OTHERS=(tests/unit tests/rig tests/deploy tests/lambda_zip "${MOVED[@]}")
 .venv/bin/python -m pytest "${OTHERS[@]}" --junitxml="$results/others.xml" >"$others_log" 2>&1 &
 others=$!
-.venv/bin/python -m pytest tests/e2e --ignore=tests/e2e/test_faults.py --junitxml="$results/e2e.xml"
+.venv/bin/python -m pytest tests/e2e "${MOVED[@]/#/--ignore=}" --junitxml="$results/e2e.xml"
 e2e_status=$?
 wait "$others"
 others_status=$?
