@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 CONNECT = 10.0
 READ = 120.0
 UPLOAD_CHUNK = 8 * 1024 * 1024
-SESSION_ATTEMPTS = 3  # new upload sessions after one is lost (404 / 410)
 DISCARD_ATTEMPTS = 4
 
 
@@ -100,11 +99,11 @@ class GcsWriter:
         """Upload the staged file; what Cloud Storage then holds (checked by the caller).
 
         CRC32C (and MD5 when S3's record is one) are sent with the upload, so Cloud Storage itself
-        refuses bytes that differ. An upload session that is lost (404 / 410 that is not a missing
-        bucket) is started again from the file.
+        refuses bytes that differ. A lost upload session (404 / 410 that is not a missing bucket)
+        raises ``SessionLost``: ``transfer.Copier.apply`` writes the staged file again.
         """
         released = False
-        for attempt in range(1, SESSION_ATTEMPTS + 2):
+        for _ in range(2):  # a second time only after releasing a hold this function set
             # A bounded chunk: otherwise the client holds up to 100 MiB per upload in memory.
             blob = _PolicyBlob(name, self._client.bucket(destination.bucket), chunk_size=UPLOAD_CHUNK,
                                kms_key_name=destination.kms_key)
@@ -125,8 +124,6 @@ class GcsWriter:
                     retry=self._write_retry(),
                 )
             except Exception as exc:  # noqa: BLE001
-                if (_session_lost(exc) and attempt < SESSION_ATTEMPTS and not self._deadline.expired()):
-                    continue  # the upload session expired or was lost: start a new one
                 error = translate(exc, destination, name, "write")
                 if isinstance(error, ObjectHeld) and not released:
                     released = True
@@ -455,12 +452,6 @@ def _retry_unless_throttled(exc: Exception) -> bool:
 
 def _bucket_missing(exc: gexc.GoogleAPICallError) -> bool:
     return bucket_missing(str(exc.message or ""))
-
-
-def _session_lost(exc: Exception) -> bool:
-    """A 404 / 410 that is not about the bucket: an upload session that expired or was lost."""
-    return (isinstance(exc, gexc.GoogleAPICallError) and exc.code in (404, 410)
-            and not _bucket_missing(exc))
 
 
 def _bucket_not_found(destination: Destination) -> DestinationError:
