@@ -149,7 +149,55 @@ def is_lazy(name):
     return False
 
 
-def prune(tree):
+def aws_services(runtime_py):
+    """The AWS services the function calls: ``AWS_SERVICES`` in gcs_sync/runtime.py, read without
+    importing it (the build may run where boto3 is not installed)."""
+    import ast
+    with open(runtime_py, encoding="utf-8") as handle:
+        module = ast.parse(handle.read(), runtime_py)
+    for node in module.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["AWS_SERVICES"]:
+            return " ".join(ast.literal_eval(node.value))
+    sys.exit(f"build.sh: error: {runtime_py} defines no AWS_SERVICES: the services whose models the zip keeps")
+
+
+def prune_models(tree, services):
+    """Keep botocore's and boto3's data for ``services`` only, uncompressed, and endpoints.json's
+    entries for them only. The first client parses endpoints.json whole (1.2 MB, every service) and
+    its own model, decompressing it first: ~25 ms of every cold start (bench/cold_start.py). A model
+    dropped here cannot be loaded: a client for another service fails with UnknownServiceError."""
+    data = os.path.join(tree, "botocore", "data")
+    if not os.path.isdir(data):
+        sys.exit(f"build.sh: error: {data} is missing: botocore was not installed")
+    missing = [s for s in services if not os.path.isdir(os.path.join(data, s))]
+    if missing:
+        sys.exit(f"build.sh: error: botocore has no model for {', '.join(missing)} (AWS_SERVICES in gcs_sync/runtime.py)")
+    resources = os.path.join(tree, "boto3", "data")
+    for root in (data, resources):
+        for name in os.listdir(root) if os.path.isdir(root) else ():
+            if os.path.isdir(os.path.join(root, name)) and name not in services:
+                shutil.rmtree(os.path.join(root, name))
+    import gzip
+    for dirpath, _, filenames in os.walk(data):
+        for f in filenames:
+            path = os.path.join(dirpath, f)
+            if f.startswith("examples-"):  # documentation only
+                os.remove(path)
+            elif f.endswith(".json.gz"):
+                with gzip.open(path, "rb") as packed, open(path[:-3], "wb") as plain:
+                    shutil.copyfileobj(packed, plain)
+                os.remove(path)
+    endpoints = os.path.join(data, "endpoints.json")
+    with open(endpoints, encoding="utf-8") as handle:
+        table = json.load(handle)
+    for partition in table["partitions"]:
+        partition["services"] = {k: v for k, v in partition["services"].items() if k in services}
+    with open(endpoints, "w", encoding="utf-8") as handle:
+        json.dump(table, handle, separators=(",", ":"))
+    return f"botocore's data for {', '.join(services)} only (uncompressed; endpoints.json cut to them)"
+
+
+def prune(tree, *services):
     if not os.path.isdir(tree):
         sys.exit(f"build.sh: error: the build tree {tree} is gone")
     before = tree_size(tree)
@@ -169,6 +217,8 @@ def prune(tree):
             for f in filenames:
                 if f in PIP_FILES:
                     os.remove(os.path.join(dirpath, f))
+    if services:
+        removed.append(prune_models(tree, services))
     moved = sorted(name for name in os.listdir(tree) if is_lazy(name))
     if moved:
         os.makedirs(os.path.join(tree, LAZY_DIR))
@@ -380,6 +430,8 @@ def write_zip(tree, zip_path):
 command, args = sys.argv[1], sys.argv[2:]
 if command == "prune":
     prune(*args)
+elif command == "aws-services":
+    print(aws_services(*args))
 elif command == "stage":
     stage(*args)
 elif command == "check-credentials":
@@ -431,7 +483,7 @@ for path in sys.argv[1:3]:
     with open(path, "rb") as handle:
         h.update(handle.read())
 h.update(" ".join(sys.argv[3:]).encode())
-print(h.hexdigest()[:24])' "$ROOT/requirements.txt" "${BASH_SOURCE[0]}" "$PYTHON_VERSION" \
+print(h.hexdigest()[:24])' "$ROOT/requirements.txt" "${BASH_SOURCE[0]}" "$PYTHON_VERSION" "$AWS_SERVICES" \
     "$( [[ -z $target_python ]] || "$target_python" -c 'import sys; print(sys.version)')"
 }
 
@@ -442,7 +494,7 @@ install_deps() {
     --platform manylinux2014_x86_64 --implementation cp --python-version "$PYTHON_VERSION" \
     --only-binary=:all: --require-hashes --no-deps --no-compile \
     --target "$tree" -r "$ROOT/requirements.txt" >&2
-  helper prune "$tree"
+  helper prune "$tree" $AWS_SERVICES
   if [[ -n $target_python ]]; then
     log "compiling the dependencies' .pyc (unchecked-hash) with $target_python"
     compile "$tree"
@@ -450,6 +502,7 @@ install_deps() {
 }
 
 target_python=""
+AWS_SERVICES=""   # the services whose botocore models the zip keeps (AWS_SERVICES in gcs_sync/runtime.py)
 
 build_on_host() {
   local checked=0 tree rc=0 cache="${GCS_SYNC_BUILD_CACHE:-}" entry="" saving
@@ -460,6 +513,7 @@ build_on_host() {
 
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/gcs-sync-build.XXXXXX")
   tree="$WORK/tree"
+  AWS_SERVICES=$(helper aws-services "$ROOT/gcs_sync/runtime.py") || exit 1
   target_python=$(find_target_python)
   if [[ -z $target_python ]]; then
     log "WARNING: no Python $PYTHON_VERSION here ($PYTHON is $("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')); the zip has no .pyc, so every cold start compiles the sources (~1 s slower). Use Docker, a python$PYTHON_VERSION on PATH, or PYTHON=python$PYTHON_VERSION to get them."

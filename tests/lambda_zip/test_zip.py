@@ -613,3 +613,59 @@ def test_build_sh_fails_when_its_tree_lacks_the_dependencies(build_cache, tmp_pa
         assert f"{missing} is missing" in result.stderr, result.stderr
     assert "lambda_function.py is missing" not in result.stderr
     assert not (tmp_path / "out" / ZIP_NAME).exists()
+
+
+# -- 8. botocore's data: the function's services only --------------------------------------------
+CLIENTS = """
+import json
+import botocore.exceptions
+from gcs_sync import runtime
+answer = {}
+for service in runtime.AWS_SERVICES:
+    for region in ("us-east-1", "eu-west-3", "cn-north-1", "us-gov-west-1"):
+        client = runtime.aws_session().client(service, region_name=region)
+        answer[f"{service} {region}"] = [client.meta.endpoint_url, client.meta.service_model.signing_name,
+                                         len(client.meta.service_model.operation_names)]
+try:
+    runtime.aws_session().client("ec2", region_name="us-east-1")
+    answer["ec2"] = "built"
+except botocore.exceptions.UnknownServiceError as exc:
+    answer["ec2"] = type(exc).__name__
+print(json.dumps(answer))
+"""
+
+
+def test_botocore_keeps_only_the_models_the_function_calls(lambda_zip):
+    from gcs_sync.runtime import AWS_SERVICES
+
+    all_names = names(lambda_zip)
+    models = {n.split("/")[2] for n in all_names if n.startswith("botocore/data/") and n.count("/") >= 3}
+    assert models == set(AWS_SERVICES), sorted(models)
+    kept = [n for n in all_names if n.startswith("botocore/data/") and not n.endswith("/")]
+    assert not [n for n in kept if n.endswith(".gz") or "/examples-" in n], kept
+    for service in AWS_SERVICES:
+        assert [n for n in kept if re.fullmatch(rf"botocore/data/{service}/[^/]+/service-2\.json", n)], service
+    with zipfile.ZipFile(lambda_zip) as zf:
+        endpoints = json.loads(zf.read("botocore/data/endpoints.json"))
+    assert {p["partition"] for p in endpoints["partitions"]} >= {"aws", "aws-cn", "aws-us-gov"}
+    for partition in endpoints["partitions"]:
+        assert set(partition["services"]) <= set(AWS_SERVICES), partition["partition"]
+    assert set(endpoints["partitions"][0]["services"]) == set(AWS_SERVICES)
+
+
+def test_the_pruned_models_build_the_same_clients_as_botocore_whole(lambda_tree):
+    """Clients built from the zip's pruned, uncompressed data (and read into plain dicts) have the
+    endpoints, signing names and operations of clients built from botocore's full data here; a
+    service the zip has no model for is refused by name."""
+    result = run_in_tree(lambda_tree, CLIENTS, env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    pruned = json.loads(result.stdout.splitlines()[-1])
+    whole = subprocess.run([sys.executable, "-c", CLIENTS.replace("runtime.aws_session()", "boto3.session.Session()")
+                            .replace("from gcs_sync import runtime", "import boto3.session\nfrom gcs_sync import runtime")],
+                           cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    expected = json.loads(whole.stdout.splitlines()[-1])
+    assert expected.pop("ec2") == "built" and pruned.pop("ec2") == "UnknownServiceError"
+    assert pruned == expected
+    assert pruned["sqs us-east-1"][0] == "https://sqs.us-east-1.amazonaws.com"
