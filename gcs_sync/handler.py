@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any, Iterable
 
 from . import events, logs, metrics
+from .auth import GoogleAuth
 from .config import Settings
+from .deadline import Deadline
 from .errors import CopyFailed, GcsSyncError
 from .events import BatchOperations, CheckRequest, DoctorRequest, Notifications, ObjectRef, SqsBatch, SyncRequest
 from .runtime import Runtime
@@ -59,29 +62,45 @@ class Container:
             settings = Settings.from_environ(code_dir=self.code_dir)
             if not settings.in_lambda:
                 return
-            self.runtime = self._build(settings)
+            self._configure(settings)
+            deadline = Deadline()
+            auth = GoogleAuth.from_settings(settings, deadline)
         except GcsSyncError:
             return
-        deadline = self.runtime.deadline
+        # The token exchange (two round trips to Google) runs while the clients are built.
         deadline.start(INIT_TOKEN_MS)
+        token = threading.Thread(target=_first_token, args=(auth,), name="gcs-sync-first-token", daemon=True)
+        token.start()
         try:
-            self.runtime.auth.ensure_token()
-        except GcsSyncError as exc:
-            log.info("no Google token at start-up; the first event asks again", extra={"fields": {"error": str(exc)}})
+            self.runtime = Runtime.build(settings, auth=auth, deadline=deadline)
+        except GcsSyncError:
+            pass
         finally:
+            token.join(INIT_TOKEN_MS / 1000)
             deadline.start(None)
 
+    @classmethod
+    def _build(cls, settings: Settings) -> Runtime:
+        cls._configure(settings)
+        return Runtime.build(settings)
+
     @staticmethod
-    def _build(settings: Settings) -> Runtime:
+    def _configure(settings: Settings) -> None:
         logs.configure_from(settings.log)
         for warning in settings.warnings:
             log.warning(warning)
-        return Runtime.build(settings)
 
     def reset(self) -> None:
         if self.runtime is not None:
             self.runtime.copier.close()
         self.runtime = None
+
+
+def _first_token(auth: GoogleAuth) -> None:
+    try:
+        auth.ensure_token()
+    except GcsSyncError as exc:
+        log.info("no Google token at start-up; the first event asks again", extra={"fields": {"error": str(exc)}})
 
 
 def handle(event: Any, context: Any, runtime: Runtime) -> Any:

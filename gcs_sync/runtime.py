@@ -36,9 +36,11 @@ class Runtime:
     deadline: Deadline
 
     @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
-        deadline = Deadline()
-        auth = GoogleAuth.from_settings(settings, deadline)
+    def build(cls, settings: Settings, *, auth: GoogleAuth | None = None,
+              deadline: Deadline | None = None) -> "Runtime":
+        """``auth`` and its ``deadline``: credentials made (and perhaps refreshing) already."""
+        deadline = deadline or Deadline()
+        auth = auth or GoogleAuth.from_settings(settings, deadline)
         pool = settings.object_concurrency * max(1, len(settings.destinations)) + 2
         s3 = s3_client(pool + settings.object_concurrency * settings.s3_read_parts)
         client = gcs_client(settings, auth, pool)

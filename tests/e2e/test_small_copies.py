@@ -136,6 +136,33 @@ def test_prepare_builds_the_clients_and_gets_the_token_before_the_first_event(wo
         container.reset()
 
 
+def test_the_init_token_exchange_runs_while_the_clients_are_built(world, monkeypatch):
+    """The clients' build waits (up to 10 s) for the token exchange to reach the rig's STS: done one
+    after the other, the exchange would start only after the build, which would see no call."""
+    import time
+
+    from gcs_sync import runtime
+
+    world.configure(f"gs://{world.bucket()}")
+    built, seen = runtime.Runtime.build, []
+
+    def build_waiting_for_sts(settings, **kwargs):
+        end = time.monotonic() + 10
+        while world.rig.tokens.sts_calls == 0 and time.monotonic() < end:
+            time.sleep(0.005)
+        seen.append(world.rig.tokens.sts_calls)
+        return built(settings, **kwargs)
+
+    monkeypatch.setattr(runtime.Runtime, "build", build_waiting_for_sts)
+    container = Container(code_dir=str(world.tmp_path / "task"))
+    try:
+        container.prepare()
+        assert seen == [1] and container.runtime.auth.credentials.valid
+        assert world.rig.tokens.iam_calls == 1
+    finally:
+        container.reset()
+
+
 def test_prepare_leaves_a_broken_configuration_to_the_first_event(world, monkeypatch):
     world.configure("gs://")  # no bucket name
     container = Container(code_dir=str(world.tmp_path / "task"))
