@@ -150,7 +150,7 @@ def is_lazy(name):
 
 
 def aws_services(runtime_py):
-    """The AWS services the function calls: ``AWS_SERVICES`` in gcs_sync/runtime.py, read without
+    """The AWS services the function calls: ``AWS_SERVICES`` in gcs_sync/aws.py, read without
     importing it (the build may run where boto3 is not installed)."""
     import ast
     with open(runtime_py, encoding="utf-8") as handle:
@@ -171,7 +171,7 @@ def prune_models(tree, services):
         sys.exit(f"build.sh: error: {data} is missing: botocore was not installed")
     missing = [s for s in services if not os.path.isdir(os.path.join(data, s))]
     if missing:
-        sys.exit(f"build.sh: error: botocore has no model for {', '.join(missing)} (AWS_SERVICES in gcs_sync/runtime.py)")
+        sys.exit(f"build.sh: error: botocore has no model for {', '.join(missing)} (AWS_SERVICES in gcs_sync/aws.py)")
     resources = os.path.join(tree, "boto3", "data")
     for root in (data, resources):
         for name in os.listdir(root) if os.path.isdir(root) else ():
@@ -502,7 +502,7 @@ install_deps() {
 }
 
 target_python=""
-AWS_SERVICES=""   # the services whose botocore models the zip keeps (AWS_SERVICES in gcs_sync/runtime.py)
+AWS_SERVICES=""   # the services whose botocore models the zip keeps (AWS_SERVICES in gcs_sync/aws.py)
 
 build_on_host() {
   local checked=0 tree rc=0 cache="${GCS_SYNC_BUILD_CACHE:-}" entry="" saving
@@ -513,7 +513,7 @@ build_on_host() {
 
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/gcs-sync-build.XXXXXX")
   tree="$WORK/tree"
-  AWS_SERVICES=$(helper aws-services "$ROOT/gcs_sync/runtime.py") || exit 1
+  AWS_SERVICES=$(helper aws-services "$ROOT/gcs_sync/aws.py") || exit 1
   target_python=$(find_target_python)
   if [[ -z $target_python ]]; then
     log "WARNING: no Python $PYTHON_VERSION here ($PYTHON is $("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')); the zip has no .pyc, so every cold start compiles the sources (~1 s slower). Use Docker, a python$PYTHON_VERSION on PATH, or PYTHON=python$PYTHON_VERSION to get them."

@@ -44,13 +44,14 @@ class Summary:
 
 
 def sqs_client(queue_url: str) -> Any:
-    """An SQS client for the queue's region (from its URL, else the usual AWS settings); boto3
+    """An SQS client for the queue's region (from its URL, else the usual AWS settings); botocore
     reads ``AWS_ENDPOINT_URL_SQS`` itself."""
-    import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client(
-        "sqs", region_name=queue_region(queue_url),
+    from . import aws
+
+    return aws.client(
+        "sqs", region=queue_region(queue_url),
         config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=20))
 
 

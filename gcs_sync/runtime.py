@@ -5,18 +5,14 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.loaders
-import botocore.session
 from botocore.config import Config
 
 from .auth import GoogleAuth
+from .aws import client as aws_service_client
 from .config import Settings
 from .deadline import Deadline
 from .destination import GcsWriter
@@ -50,46 +46,6 @@ class Runtime:
         return cls(settings, auth, s3, writer, copier, deadline)
 
 
-# The AWS services the function calls: S3 (every event), SQS (slices, the doctor), STS (the doctor).
-AWS_SERVICES = ("s3", "sqs", "sts")
-
-
-class ModelFiles(botocore.loaders.JSONFileLoader):
-    """botocore's model files read into plain dicts, ``name.json`` before ``name.json.gz`` as
-    botocore does. botocore's own reader builds an ``OrderedDict`` for every JSON object, which
-    doubles the parse of the S3 model and of endpoints.json (~20 ms of a cold start measured in
-    bench/cold_start.py); a dict keeps the order as well, and botocore relies on nothing else."""
-
-    def load_file(self, file_path: str) -> Any:
-        for suffix, opener in ((".json", open), (".json.gz", gzip.open)):
-            try:
-                with opener(file_path + suffix, "rb") as fp:
-                    return json.loads(fp.read())
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-        return None
-
-
-class ServiceModels(botocore.loaders.Loader):
-    """botocore's loader of service models, told which services exist: botocore otherwise lists the
-    model directories of every AWS service (~440 unpruned) before building its first client,
-    only to check the name (~30-55 ms of a cold start, measured in bench/cold_start.py)."""
-
-    def __init__(self, extra_search_paths: list[str] | None = None) -> None:
-        super().__init__(extra_search_paths=extra_search_paths, file_loader=ModelFiles())
-
-    def list_available_services(self, type_name: str) -> list[str]:
-        return sorted(AWS_SERVICES)
-
-
-def aws_session() -> Any:
-    """A boto3 session whose botocore session loads only the models of ``AWS_SERVICES``."""
-    core = botocore.session.get_session()
-    paths = core.get_config_variable("data_path")  # AWS_DATA_PATH, as botocore's own loader takes it
-    core.register_component("data_loader", ServiceModels(extra_search_paths=paths.split(os.pathsep) if paths else None))
-    return boto3.session.Session(botocore_session=core)
-
-
 def s3_client(pool: int) -> Any:
     # Bounded: each attempt connects within 3 s and each socket read within 30 s; S3Source then
     # shortens both the reads and botocore's retries to the invocation's remaining time.
@@ -99,7 +55,7 @@ def s3_client(pool: int) -> Any:
         read_timeout=READ_TIMEOUT,
         max_pool_connections=max(10, pool),
     )
-    return aws_session().client("s3", config=config)
+    return aws_service_client("s3", config=config)
 
 
 def gcs_client(settings: Settings, auth: GoogleAuth, pool: int) -> Any:
@@ -142,4 +98,4 @@ def aws_client(service: str, region: str | None, *, attempts: int = 3) -> Any:
     """
     config = Config(connect_timeout=ADMIN_CONNECT_TIMEOUT, read_timeout=ADMIN_READ_TIMEOUT,
                     retries={"mode": "standard", "max_attempts": attempts})
-    return aws_session().client(service, region_name=region, config=config)
+    return aws_service_client(service, region=region, config=config)

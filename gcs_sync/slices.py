@@ -220,12 +220,13 @@ class SliceQueue:
     def _client(self) -> Any:
         with self._lock:
             if self._sqs is None:
-                import boto3
                 from botocore.config import Config
 
+                from . import aws
+
                 region = _queue_region(self.settings.slice_queue_url or "") or None
-                self._sqs = boto3.session.Session().client(
-                    "sqs", region_name=region,
+                self._sqs = aws.client(
+                    "sqs", region=region,
                     config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
                                   read_timeout=20))
             return self._sqs

@@ -619,15 +619,15 @@ def test_build_sh_fails_when_its_tree_lacks_the_dependencies(build_cache, tmp_pa
 CLIENTS = """
 import json
 import botocore.exceptions
-from gcs_sync import runtime
+from gcs_sync import aws
 answer = {}
-for service in runtime.AWS_SERVICES:
+for service in aws.AWS_SERVICES:
     for region in ("us-east-1", "eu-west-3", "cn-north-1", "us-gov-west-1"):
-        client = runtime.aws_session().client(service, region_name=region)
+        client = aws.client(service, region=region)
         answer[f"{service} {region}"] = [client.meta.endpoint_url, client.meta.service_model.signing_name,
                                          len(client.meta.service_model.operation_names)]
 try:
-    runtime.aws_session().client("ec2", region_name="us-east-1")
+    aws.client("ec2", region="us-east-1")
     answer["ec2"] = "built"
 except botocore.exceptions.UnknownServiceError as exc:
     answer["ec2"] = type(exc).__name__
@@ -636,7 +636,7 @@ print(json.dumps(answer))
 
 
 def test_botocore_keeps_only_the_models_the_function_calls(lambda_zip):
-    from gcs_sync.runtime import AWS_SERVICES
+    from gcs_sync.aws import AWS_SERVICES
 
     all_names = names(lambda_zip)
     models = {n.split("/")[2] for n in all_names if n.startswith("botocore/data/") and n.count("/") >= 3}
@@ -660,8 +660,10 @@ def test_the_pruned_models_build_the_same_clients_as_botocore_whole(lambda_tree)
     result = run_in_tree(lambda_tree, CLIENTS, env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
     assert result.returncode == 0, result.stderr[-3000:]
     pruned = json.loads(result.stdout.splitlines()[-1])
-    whole = subprocess.run([sys.executable, "-c", CLIENTS.replace("runtime.aws_session()", "boto3.session.Session()")
-                            .replace("from gcs_sync import runtime", "import boto3.session\nfrom gcs_sync import runtime")],
+    whole = subprocess.run([sys.executable, "-c", CLIENTS.replace("aws.client(service, region=region)",
+                                                                "boto3.session.Session().client(service, region_name=region)")
+                            .replace('aws.client("ec2", region=', 'boto3.session.Session().client("ec2", region_name=')
+                            .replace("from gcs_sync import aws", "import boto3.session\nfrom gcs_sync import aws")],
                            cwd=REPO, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -669,3 +671,15 @@ def test_the_pruned_models_build_the_same_clients_as_botocore_whole(lambda_tree)
     assert expected.pop("ec2") == "built" and pruned.pop("ec2") == "UnknownServiceError"
     assert pruned == expected
     assert pruned["sqs us-east-1"][0] == "https://sqs.us-east-1.amazonaws.com"
+
+
+def test_the_function_imports_botocore_not_boto3(lambda_tree):
+    """The function's clients are botocore's: boto3 and its transfer manager (s3transfer) are in the
+    zip but not imported by the function's start or its S3 client."""
+    code = ("import json, sys\nimport lambda_function\nfrom gcs_sync import runtime\n"
+            "runtime.s3_client(10)\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 's3transfer', 'botocore'})))")
+    result = run_in_tree(lambda_tree, code, env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+                                                 "AWS_DEFAULT_REGION": "us-east-1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == ["botocore"]

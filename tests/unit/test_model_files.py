@@ -9,7 +9,7 @@ import os
 import botocore
 import botocore.loaders
 
-from gcs_sync.runtime import ModelFiles
+from gcs_sync.aws import ModelFiles
 
 DATA = os.path.join(os.path.dirname(botocore.__file__), "data")
 
