@@ -683,3 +683,26 @@ def test_the_function_imports_botocore_not_boto3(lambda_tree):
                                                  "AWS_DEFAULT_REGION": "us-east-1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == ["botocore"]
+
+
+GC_AFTER_INIT = """
+import gc, json, sys
+if sys.argv[-1] == "broken":
+    sys.modules["gcs_sync.handler"] = None  # the init fails on its import
+try:
+    import lambda_function
+    failed = None
+except ImportError as exc:
+    failed = type(exc).__name__
+print(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "failed": failed}))
+"""
+
+
+@pytest.mark.parametrize("init", ["working", "broken"])
+def test_the_collector_is_back_on_after_the_init_with_its_objects_frozen(lambda_tree, init):
+    result = run_in_tree(lambda_tree, GC_AFTER_INIT.replace('sys.argv[-1]', repr(init)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["enabled"] is True
+    assert answer["frozen"] > (50_000 if init == "working" else 1_000), answer
+    assert answer["failed"] == (None if init == "working" else "ModuleNotFoundError")
