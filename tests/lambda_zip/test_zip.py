@@ -626,6 +626,25 @@ for service in aws.AWS_SERVICES:
         client = aws.client(service, region=region)
         answer[f"{service} {region}"] = [client.meta.endpoint_url, client.meta.service_model.signing_name,
                                          len(client.meta.service_model.operation_names)]
+class Sent(Exception):
+    pass
+
+
+def stop(request, **kwargs):  # the request as it would be sent, not sent
+    body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+    raise Sent([request.method, request.url, body, request.headers.get("Content-Type", b"").decode()])
+
+
+calls = {"s3": ("get_object", {"Bucket": "b", "Key": "k/x y", "Range": "bytes=0-9"}),
+         "sqs": ("send_message", {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "MessageBody": "x"}),
+         "sts": ("get_caller_identity", {})}
+for service, (operation, params) in calls.items():
+    client = aws.client(service, region="us-east-1")
+    client.meta.events.register("before-send", stop)
+    try:
+        getattr(client, operation)(**params)
+    except Sent as sent:
+        answer[f"{service} {operation}"] = sent.args[0]
 try:
     aws.client("ec2", region="us-east-1")
     answer["ec2"] = "built"
@@ -647,6 +666,18 @@ def test_botocore_keeps_only_the_models_the_function_calls(lambda_zip):
         assert [n for n in kept if re.fullmatch(rf"botocore/data/{service}/[^/]+/service-2\.json", n)], service
     with zipfile.ZipFile(lambda_zip) as zf:
         endpoints = json.loads(zf.read("botocore/data/endpoints.json"))
+        s3_model = json.loads(zf.read(next(n for n in kept if n.startswith("botocore/data/s3/")
+                                           and n.endswith("/service-2.json"))))
+    # The S3 model is botocore's own, less its documentation strings.
+    import botocore.loaders
+
+    whole = botocore.loaders.Loader().load_service_model("s3", "service-2")
+    assert "documentation" in whole["operations"]["GetObject"]
+    assert "documentation" not in s3_model["operations"]["GetObject"]
+    assert s3_model["operations"] == {name: {k: v for k, v in op.items() if k not in ("documentation", "documentationUrl")}
+                                      for name, op in whole["operations"].items()}
+    assert s3_model["shapes"].keys() == whole["shapes"].keys()
+    assert s3_model["shapes"]["GetObjectOutput"]["members"].keys() == whole["shapes"]["GetObjectOutput"]["members"].keys()
     assert {p["partition"] for p in endpoints["partitions"]} >= {"aws", "aws-cn", "aws-us-gov"}
     for partition in endpoints["partitions"]:
         assert set(partition["services"]) <= set(AWS_SERVICES), partition["partition"]
@@ -671,6 +702,7 @@ def test_the_pruned_models_build_the_same_clients_as_botocore_whole(lambda_tree)
     assert expected.pop("ec2") == "built" and pruned.pop("ec2") == "UnknownServiceError"
     assert pruned == expected
     assert pruned["sqs us-east-1"][0] == "https://sqs.us-east-1.amazonaws.com"
+    assert pruned["sqs send_message"][2] == '{"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "MessageBody": "x"}'
 
 
 def test_the_function_imports_botocore_not_boto3(lambda_tree):
