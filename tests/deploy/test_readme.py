@@ -760,3 +760,11 @@ def test_the_memory_examples_follow_the_default_fanout(readme, tmp_path):
     assert int(streamed.group(2)) * mib == defaults.stream_chunk * (1 + (QUEUE_DEPTH + 1))
     assert f"{round(STREAM_MEMORY_SHARE * 100)} % of the memory setting" in sizing
     assert not re.search(r"× \d+ destinations =", sizing)  # FANOUT=copy uploads once
+
+
+def test_the_models_the_zip_keeps_are_the_services_the_function_calls(readme):
+    from gcs_sync.aws import AWS_SERVICES
+
+    match = re.search(r"keeps the \w+ the\s+function\s+calls\s+\(([A-Z0-9,\s]+):\s+`AWS_SERVICES`\s+in\s+`gcs_sync/aws\.py`\)", readme)
+    assert match, "the README's build section no longer names the service models the zip keeps"
+    assert [s.strip().lower() for s in match.group(1).split(",")] == list(AWS_SERVICES)
