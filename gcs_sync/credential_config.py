@@ -41,6 +41,7 @@ class CredentialSettings(Protocol):
     def in_lambda(self) -> bool: ...
 
 
+AWS_SUBJECT_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"
 VARIABLE = "GOOGLE_APPLICATION_CREDENTIALS"
 REGENERATE = (
     "regenerate it with `gcloud iam workload-identity-pools create-cred-config "
@@ -200,9 +201,9 @@ def config_issues(info: dict, settings: CredentialSettings) -> list[Problem]:
                 f"replace {name} in the audience with the project's number (`gcloud projects describe "
                 f"{name} --format='value(projectNumber)'`), or regenerate the file with create-cred-config "
                 "projects/PROJECT_NUMBER/..."))
-    if info.get("subject_token_type") != "urn:ietf:params:aws:token-type:aws4_request":
+    if info.get("subject_token_type") != AWS_SUBJECT_TOKEN_TYPE:
         problems.append(Problem(
-            VARIABLE, "subject_token_type must be urn:ietf:params:aws:token-type:aws4_request",
+            VARIABLE, f"subject_token_type must be {AWS_SUBJECT_TOKEN_TYPE}",
             "set it to that value, or " + REGENERATE))
     url = info.get("service_account_impersonation_url")
     if url is not None and not (isinstance(url, str) and url.endswith(":generateAccessToken")

@@ -321,3 +321,45 @@ def test_ensure_token_translates_failures(make, retryable, start):
     assert str(info.value).startswith(start)
     assert info.value.retryable is retryable
     assert credentials.calls == 1
+
+
+@pytest.mark.parametrize("quota", [None, "from-config"])
+@pytest.mark.parametrize("environment", [None, "from-env"])
+def test_the_functions_credentials_are_what_google_auth_would_load(monkeypatch, quota, environment):
+    import google.auth
+
+    from gcs_sync.auth import load_credentials
+
+    info = good_config(**({"quota_project_id": quota} if quota else {}))
+    if environment:
+        monkeypatch.setenv("GOOGLE_CLOUD_QUOTA_PROJECT", environment)
+    else:
+        monkeypatch.delenv("GOOGLE_CLOUD_QUOTA_PROJECT", raising=False)
+    ours, theirs = load_credentials(info), google.auth.load_credentials_from_dict(info)[0]
+    assert type(ours) is type(theirs)
+    assert ours.info == theirs.info and ours.quota_project_id == theirs.quota_project_id == (environment or quota)
+    assert ours.service_account_email == theirs.service_account_email
+
+
+def test_other_kinds_of_credentials_load_the_generic_way():
+    from gcs_sync.auth import load_credentials
+
+    user = {"type": "authorized_user", "client_id": "i", "client_secret": "s", "refresh_token": "r"}
+    assert type(load_credentials(user)).__module__ == "google.oauth2.credentials"
+
+
+def test_loading_the_functions_credentials_imports_no_user_credential_modules(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "wif.json"
+    path.write_text(json.dumps(good_config()))
+    code = ("import sys\nfrom gcs_sync.auth import load_credentials\nimport json\n"
+            f"load_credentials(json.load(open({str(path)!r})))\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('google.oauth2.credentials', 'google.oauth2.reauth'))))")
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
