@@ -8,7 +8,6 @@ fixed in one go. Tests build ``Settings`` directly.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import ipaddress
 import os
@@ -163,6 +162,8 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of the function, read once from the environment (``from_environ``)."""
+
     destinations: tuple[Destination, ...]
     key_filter: KeyFilter = KeyFilter()
     credentials_path: str | None = None
@@ -542,6 +543,13 @@ _LEGACY_CLASSES = ("MULTI_REGIONAL", "REGIONAL", "DURABLE_REDUCED_AVAILABILITY")
 _KMS_KEY = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/keyRings/[^/\s]+/cryptoKeys/[^/\s]+")
 
 
+def close_matches(word: str, choices: tuple[str, ...]) -> list[str]:
+    """The choice ``word`` was probably meant to be (only a mistake needs it: difflib is imported then)."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+
+
 class _OptionMistake(ValueError):
     def __init__(self, wrong: str, fix: str):
         super().__init__(wrong)
@@ -613,7 +621,7 @@ def _no_equals_fix(item: str) -> str:
 def _unknown_option_fix(name: str, value: str) -> str:
     lowered = name.lower().replace("-", "_")
     close = [lowered] if lowered in DESTINATION_OPTIONS else [_OPTION_ALIASES[lowered]] \
-        if lowered in _OPTION_ALIASES else difflib.get_close_matches(lowered, DESTINATION_OPTIONS, n=1, cutoff=0.6)
+        if lowered in _OPTION_ALIASES else close_matches(lowered, DESTINATION_OPTIONS)
     if close:
         return f"did you mean {close[0]}={value}? " + _OPTIONS_TEXT[0].upper() + _OPTIONS_TEXT[1:]
     return _OPTIONS_TEXT
@@ -637,7 +645,7 @@ def _storage_class(value: str) -> str:
             f"storage class {value!r} is a legacy Cloud Storage class, kept only for older data",
             f"write storage_class=STANDARD, which replaces it (or remove the option for the bucket's default); "
             f"{valid}")
-    close = difflib.get_close_matches(upper, STORAGE_CLASSES, n=1, cutoff=0.6)
+    close = close_matches(upper, STORAGE_CLASSES)
     raise _OptionMistake(f"Cloud Storage has no storage class {value!r}",
                          f"did you mean storage_class={close[0]}? {upper_valid}" if close else valid)
 

@@ -140,6 +140,8 @@ class SliceTask:
 
 @dataclass(frozen=True)
 class SqsMessage:
+    """One SQS message: the S3 notifications it carries, or one slice task."""
+
     message_id: str
     refs: tuple[ObjectRef, ...] = ()
     ignored: tuple[str, ...] = ()
@@ -151,11 +153,15 @@ class SqsMessage:
 
 @dataclass(frozen=True)
 class SqsBatch:
+    """An SQS batch: one result per message (``batchItemFailures``)."""
+
     messages: tuple[SqsMessage, ...]
 
 
 @dataclass(frozen=True)
 class BatchTask:
+    """One task of an S3 Batch Operations job: the object it names, or why it names none."""
+
     task_id: str
     ref: ObjectRef | None
     problem: str | None = None

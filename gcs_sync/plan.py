@@ -28,6 +28,8 @@ OK, MISSING, STALE, MISMATCHED, FOREIGN = "ok", "missing", "stale", "mismatched"
 
 @dataclass(frozen=True)
 class Write:
+    """The verdict for one destination: write this state over what it holds."""
+
     held: Any  # HeldObject | None: what the write replaces (its generation is the precondition)
     repair: bool = False  # the held copy claims this state but its size or checksums disagree
 
@@ -42,6 +44,8 @@ class Write:
 
 @dataclass(frozen=True)
 class Final:
+    """The verdict for one destination: nothing to write (already current, or superseded)."""
+
     outcome: str  # CURRENT or SUPERSEDED
     proof: str | None = None  # recorded on the copy that is already current
 

@@ -28,6 +28,8 @@ OUTCOME_ORDER = (COPIED, REPAIRED, SLICED, DELETED, HELD, SUPERSEDED, CURRENT, K
 
 @dataclass
 class DestinationResult:
+    """What happened to one object at one destination."""
+
     destination: str
     object: str
     outcome: str
@@ -57,6 +59,8 @@ class DestinationResult:
 
 @dataclass
 class ObjectReport:
+    """One source object and its result at every destination."""
+
     source: str
     results: list[DestinationResult] = field(default_factory=list)
     skipped: str | None = None  # why nothing was attempted (e.g. the source is gone)

@@ -74,6 +74,8 @@ _SLICE_NAME = re.compile(r"^s(\d{5})$")
 
 @dataclass(frozen=True)
 class Range:
+    """One slice's byte range [start, end) of the object, and the S3 parts it holds."""
+
     start: int
     end: int
     parts: tuple[int, ...] = ()  # S3 part sizes within the range (aligned slices)
