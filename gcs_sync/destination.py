@@ -5,6 +5,7 @@ google-cloud-storage / google-auth / transport errors become ours here and nowhe
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class Writer(Protocol):
     def held(self, destination: Destination, name: str) -> HeldObject | None: ...
 
     def upload(
-        self, destination: Destination, name: str, path: str, obj: SourceObject,
+        self, destination: Destination, name: str, content: bytes | str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject: ...
 
@@ -93,14 +94,15 @@ class GcsWriter:
         return _held(blob)
 
     def upload(
-        self, destination: Destination, name: str, path: str, obj: SourceObject,
+        self, destination: Destination, name: str, content: bytes | str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject:
-        """Upload the staged file; what Cloud Storage then holds (checked by the caller).
+        """Upload the staged object (``content``: its bytes, or the path of its staged file); what
+        Cloud Storage then holds (checked by the caller).
 
         CRC32C (and MD5 when S3's record is one) are sent with the upload, so Cloud Storage itself
         refuses bytes that differ. A lost upload session (404 / 410 that is not a missing bucket)
-        raises ``SessionLost``: ``transfer.Copier.apply`` writes the staged file again.
+        raises ``SessionLost``: ``transfer.Copier.apply`` writes the staged object again.
         """
         released = False
         for _ in range(2):  # a second time only after releasing a hold this function set
@@ -114,15 +116,14 @@ class GcsWriter:
             blob.crc32c = digests.crc32c_b64
             if digests.md5_b64:
                 blob.md5_hash = digests.md5_b64
+            options = dict(content_type=obj.headers.get("content_type"), if_generation_match=if_generation_match,
+                           checksum=None,  # our digests above are computed once, from the bytes S3 sent
+                           timeout=self._timeout(), retry=self._write_retry())
             try:
-                blob.upload_from_filename(
-                    path,
-                    content_type=obj.headers.get("content_type"),
-                    if_generation_match=if_generation_match,
-                    checksum=None,  # our digests above are computed once, from the bytes S3 sent
-                    timeout=self._timeout(),
-                    retry=self._write_retry(),
-                )
+                if isinstance(content, bytes):
+                    blob.upload_from_file(io.BytesIO(content), size=len(content), **options)
+                else:
+                    blob.upload_from_filename(content, **options)
             except Exception as exc:  # noqa: BLE001
                 error = translate(exc, destination, name, "write")
                 if isinstance(error, ObjectHeld) and not released:
