@@ -78,7 +78,8 @@ def settle_environment(session: Any, endpoint: str) -> None:
     Basic credentials would replace the bearer token of every request."""
     if session is None or getattr(session, "trust_env", False) is not True:
         return
-    session.proxies = {**session.proxies, **requests.utils.get_environ_proxies(endpoint)}  # requests lets the environment win
+    # requests lets the environment's proxies win over the session's own
+    session.proxies = {**session.proxies, **requests.utils.get_environ_proxies(endpoint)}
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if bundle:  # requests lets it win over the session's own setting
         session.verify = bundle
@@ -461,13 +462,14 @@ def _releasable(blob: Any) -> bool:
 
 
 def _held(blob: Any) -> HeldObject:
+    updated = blob.updated  # parsed from its text at every access
     return HeldObject(
         generation=int(blob.generation or 0),
         source=SourceState.from_metadata(blob.metadata),
         size=int(blob.size or 0),
         crc32c=blob.crc32c,
         md5=blob.md5_hash,
-        updated=blob.updated.timestamp() if blob.updated else None,
+        updated=updated.timestamp() if updated else None,
     )
 
 
