@@ -5,15 +5,16 @@
 - Larger (up to ``STREAM_THRESHOLD_MB``): a file in a private directory under the temp dir, one
   directory per invocation, made when its first file is and removed afterwards.
 
-Why 1 MiB: for a small object the file costs more than its bytes. A staged file is a directory
-check, a create, a write, an open and a read per upload, an unlink and the directory's removal:
-0.5-1 ms of a warm event on a quiet disk, 3-4 ms on a busy one, whatever the size, which is a
-tenth to a fifth of a 10 KiB copy's whole time; the bytes themselves are copied in memory at
-several GB/s. At 1 MiB the fixed cost is a few percent of the copy, and memory holds at most
-``OBJECT_CONCURRENCY`` (2-16) such objects at once: 2 MiB at 128 MB of function memory, 16 MiB
-at 4 GB, far below what the streaming path is allowed (``transfer.STREAM_MEMORY_SHARE``). It is
-also the size up to which a destination is written without a look first (``known.WRITE_AS_NEW_MAX``):
-one small-object path.
+Why 1 MiB: a staged file costs an object a fixed amount whatever its size - a directory, a
+disk-space check, a create, a write, an open and a read per upload, an unlink, the directory's
+removal - about 2 ms of a warm event as ``bench.small`` measures it (10 KiB to two destinations:
+12.2 -> 10.0 ms of CPU per event when it went, against 8.3 / 8.0 for a bare GET and two uploads;
+1 MiB: 33-35 -> 31-32 ms per copy, see bench/README.md). That is a tenth of a 10 KiB copy and
+still ~6 % of a 1 MiB one, while the bytes themselves are copied in memory at GB/s. Memory holds
+at most ``OBJECT_CONCURRENCY`` (2-16) such objects at once: 2 MiB at 128 MB of function memory,
+16 MiB at 4 GB, next to the ~2x the object size an upload of it holds anyway (python-storage
+sends objects under 8 MiB as one multipart body). The same 1 MiB bounds the names written
+without a look first (``known.WRITE_AS_NEW_MAX``): one small-object path.
 """
 
 from __future__ import annotations
