@@ -73,8 +73,8 @@ def settle_environment(session: Any, endpoint: str) -> None:
     goes to ``endpoint`` (the JSON API and uploads share its host; tokens are fetched through
     a session of their own), so the same answers are settled here, once, as requests would give
     them: the proxies for the endpoint (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, none
-    when ``NO_PROXY`` covers its host; before the session's own, as requests has it) and the CA bundle
-    (``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``). A ``.netrc`` is no longer read: its
+    when ``NO_PROXY`` covers its host; before the session's own, as requests has it) and the CA
+    bundle (``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``). A ``.netrc`` is no longer read: its
     Basic credentials would replace the bearer token of every request."""
     if session is None or getattr(session, "trust_env", False) is not True:
         return
@@ -141,10 +141,10 @@ class GcsWriter:
             blob.crc32c = digests.crc32c_b64
             if digests.md5_b64:
                 blob.md5_hash = digests.md5_b64
-            options = dict(content_type=obj.headers.get("content_type"), if_generation_match=if_generation_match,
-                           checksum=None,  # our digests above are computed once, from the bytes S3 sent
-                           timeout=self._timeout(), retry=self._write_retry())
             try:
+                options = dict(content_type=obj.headers.get("content_type"), if_generation_match=if_generation_match,
+                               checksum=None,  # our digests above are computed once, from the bytes S3 sent
+                               timeout=self._timeout(), retry=self._write_retry())
                 if isinstance(content, bytes):
                     blob.upload_from_file(io.BytesIO(content), size=len(content), **options)
                 else:

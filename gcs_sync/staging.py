@@ -41,10 +41,6 @@ class Staged:
         self._path = path
         self._memory = io.BytesIO() if path is None else None
 
-    @property
-    def in_memory(self) -> bool:
-        return self._memory is not None
-
     @contextmanager
     def sink(self) -> Iterator[BinaryIO]:
         """Where the source's bytes are written (from the start: a second read starts over)."""
