@@ -5,7 +5,9 @@ google-cloud-storage / google-auth / transport errors become ours here and nowhe
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +44,7 @@ class Writer(Protocol):
     def held(self, destination: Destination, name: str) -> HeldObject | None: ...
 
     def upload(
-        self, destination: Destination, name: str, path: str, obj: SourceObject,
+        self, destination: Destination, name: str, content: bytes | str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject: ...
 
@@ -61,6 +63,29 @@ class Writer(Protocol):
     def list_held(self, destination: Destination, first: str, last: str) -> dict[str, HeldObject]: ...
 
 
+def settle_environment(session: Any, endpoint: str) -> None:
+    """Read once what a requests session otherwise reads from the environment on every request.
+
+    With ``trust_env`` (requests' default) each request scans the whole environment for proxy
+    variables two or three times and looks for a ``.netrc``: ~0.3 ms of CPU per request with
+    Lambda's ~40 variables, ~1 ms with 100, more than a small object's own work. A function's
+    environment does not change while its container lives, and every request of this session
+    goes to ``endpoint`` (the JSON API and uploads share its host; tokens are fetched through
+    a session of their own), so the same answers are settled here, once, as requests would give
+    them: the proxies for the endpoint (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, none
+    when ``NO_PROXY`` covers its host; before the session's own, as requests has it) and the CA
+    bundle (``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``). A ``.netrc`` is no longer read: its
+    Basic credentials would replace the bearer token of every request."""
+    if session is None or getattr(session, "trust_env", False) is not True:
+        return
+    # requests lets the environment's proxies win over the session's own
+    session.proxies = {**session.proxies, **requests.utils.get_environ_proxies(endpoint)}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:  # requests lets it win over the session's own setting
+        session.verify = bundle
+    session.trust_env = False
+
+
 class GcsWriter:
     def __init__(self, client: Any, deadline: Deadline | None = None, *, session: Any = None,
                  endpoint: str | None = None):
@@ -68,6 +93,7 @@ class GcsWriter:
         self._deadline = deadline or Deadline()
         self.session = session  # the authorized HTTP session, for the streaming path's uploads
         self.endpoint = endpoint or "https://storage.googleapis.com"
+        settle_environment(session, self.endpoint)
 
     def _timeout(self) -> tuple[float, float]:
         return (CONNECT, self._deadline.timeout(READ))
@@ -93,14 +119,15 @@ class GcsWriter:
         return _held(blob)
 
     def upload(
-        self, destination: Destination, name: str, path: str, obj: SourceObject,
+        self, destination: Destination, name: str, content: bytes | str, obj: SourceObject,
         state: SourceState, digests: Digests, if_generation_match: int,
     ) -> HeldObject:
-        """Upload the staged file; what Cloud Storage then holds (checked by the caller).
+        """Upload the staged object (``content``: its bytes, or the path of its staged file); what
+        Cloud Storage then holds (checked by the caller).
 
         CRC32C (and MD5 when S3's record is one) are sent with the upload, so Cloud Storage itself
         refuses bytes that differ. A lost upload session (404 / 410 that is not a missing bucket)
-        raises ``SessionLost``: ``transfer.Copier.apply`` writes the staged file again.
+        raises ``SessionLost``: ``transfer.Copier.apply`` writes the staged object again.
         """
         released = False
         for _ in range(2):  # a second time only after releasing a hold this function set
@@ -115,14 +142,13 @@ class GcsWriter:
             if digests.md5_b64:
                 blob.md5_hash = digests.md5_b64
             try:
-                blob.upload_from_filename(
-                    path,
-                    content_type=obj.headers.get("content_type"),
-                    if_generation_match=if_generation_match,
-                    checksum=None,  # our digests above are computed once, from the bytes S3 sent
-                    timeout=self._timeout(),
-                    retry=self._write_retry(),
-                )
+                options = dict(content_type=obj.headers.get("content_type"), if_generation_match=if_generation_match,
+                               checksum=None,  # our digests above are computed once, from the bytes S3 sent
+                               timeout=self._timeout(), retry=self._write_retry())
+                if isinstance(content, bytes):
+                    blob.upload_from_file(io.BytesIO(content), size=len(content), **options)
+                else:
+                    blob.upload_from_filename(content, **options)
             except Exception as exc:  # noqa: BLE001
                 error = translate(exc, destination, name, "write")
                 if isinstance(error, ObjectHeld) and not released:
@@ -436,13 +462,14 @@ def _releasable(blob: Any) -> bool:
 
 
 def _held(blob: Any) -> HeldObject:
+    updated = blob.updated  # parsed from its text at every access
     return HeldObject(
         generation=int(blob.generation or 0),
         source=SourceState.from_metadata(blob.metadata),
         size=int(blob.size or 0),
         crc32c=blob.crc32c,
         md5=blob.md5_hash,
-        updated=blob.updated.timestamp() if blob.updated else None,
+        updated=updated.timestamp() if updated else None,
     )
 
 

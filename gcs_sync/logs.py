@@ -140,23 +140,65 @@ def lambda_filter_level() -> str | None:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        secrets = _own_secrets()
         entry = {
             "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": LAMBDA_LEVEL_NAMES.get(record.levelname, record.levelname),
             "logger": record.name,
-            "message": redact(record.getMessage(), secrets := _own_secrets()),
+            "message": record.getMessage(),
         }
         current = _request_id
         if current:
             entry["requestId"] = current
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields if getattr(record, "plain_fields", False) else _redacted(fields, secrets))
-        if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info), secrets)
+        fields = fields if isinstance(fields, dict) else None
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        plain = bool(getattr(record, "plain_fields", False))
+        clean = None if plain else _clean_line(entry, fields, exception, secrets)
+        if clean is not None:
+            return clean
+        entry["message"] = redact(entry["message"], secrets)
+        if fields is not None:
+            entry.update(fields if plain else _redacted(fields, secrets))
+        if exception is not None:
+            entry["exception"] = redact(exception, secrets)
         # Redacted before and after encoding: patterns see unescaped text first, and any secret
         # value the encoding could not hide is caught in the final line.
         return redact(json.dumps(entry, ensure_ascii=False, default=str), secrets)
+
+
+def _clean_line(entry: dict, fields: dict | None, exception: str | None, secrets: tuple[str, ...]) -> str | None:
+    """The line of ``entry`` with ``fields`` and ``exception`` when it holds nothing ``redact``
+    could change, else None (the line is then redacted piece by piece, and whole).
+
+    The line is encoded once, unredacted. When it holds no word a pattern needs (``_SUSPECT``)
+    and no form of a known secret, neither does any text in it, so every redaction (of the
+    message, of each field, of the exception, of the line) would return its text as it was: the
+    line is the one the full path writes, for one encoding and a scan. JSON escapes character by
+    character, so a text holding a word or a secret form leaves that word (letters, digits and
+    dots are never escaped) or the form's escaped spelling (also looked for, ``_line_forms``) in
+    the line. Only plain JSON values qualify: a value the encoder cannot write itself (an
+    exception, bytes, a date...) takes the full path."""
+    line_entry = dict(entry)
+    if fields is not None:
+        line_entry.update(fields)
+    if exception is not None:
+        line_entry["exception"] = exception
+    try:
+        line = json.dumps(line_entry, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    lowered = line.lower()
+    if any(word in lowered for word in _SUSPECT) or any(form in line for form in _line_forms(secrets)):
+        return None
+    return line
+
+
+@functools.lru_cache(maxsize=32)
+def _line_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form of the secrets (``secret_forms``), and each as a JSON string spells it."""
+    forms = secret_forms(secrets)
+    return tuple(dict.fromkeys(forms + tuple(json.dumps(f, ensure_ascii=False)[1:-1] for f in forms)))
 
 
 def _redacted(value, secrets: tuple[str, ...]):

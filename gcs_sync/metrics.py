@@ -61,7 +61,8 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
     outcomes = [r.outcome for r in reports]
     latencies = [max(d.seconds for d in r.results) * 1000 for r in reports if r.results]
     written = [d for r in reports for d in r.results if d.outcome in (COPIED, REPAIRED)]
-    _write(_document(
+    documents: list[dict] = []  # written together, in this order
+    documents.append(_document(
         timestamp, [["FunctionName"], ["FunctionName", "Invocation"]],
         {"FunctionName": function_name, "Invocation": shape},
         {
@@ -84,14 +85,14 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
         if result.proof:
             proofs[result.proof] = proofs.get(result.proof, 0) + 1
     for proof, count in sorted(proofs.items()):  # copies per proof method (the S3 record checked)
-        _write(_document(timestamp, [["FunctionName", "Proof"]], {"FunctionName": function_name, "Proof": proof},
-                         {"CopiesProven": (count, "Count")}))
+        documents.append(_document(timestamp, [["FunctionName", "Proof"]],
+                                   {"FunctionName": function_name, "Proof": proof}, {"CopiesProven": (count, "Count")}))
     by_destination: dict[str, list] = {}
     for report in reports:
         for result in report.results:
             by_destination.setdefault(result.destination, []).append(result)
     for destination, results in by_destination.items():
-        _write(_document(
+        documents.append(_document(
             timestamp, [["FunctionName", "Destination"]],
             {"FunctionName": function_name, "Destination": destination},
             {
@@ -106,11 +107,12 @@ def emit(reports: Iterable[ObjectReport], *, function_name: str, shape: str,
         ))
     for destination, values in replication_latencies(reports, refs, now, started).items():
         for start in range(0, len(values), MAX_VALUES):
-            _write(_document(
+            documents.append(_document(
                 timestamp, [["FunctionName"], ["FunctionName", "Destination"]],
                 {"FunctionName": function_name, "Destination": destination},
                 {"ReplicationLatency": (values[start:start + MAX_VALUES], "Milliseconds")},
             ))
+    _write(*documents)
 
 
 def replication_latencies(reports: list[ObjectReport], refs: Sequence[ObjectRef] | None,
@@ -198,13 +200,17 @@ def _document(timestamp: int, dimensions: list, values: dict, metrics: dict) -> 
     return document
 
 
-def _write(document: dict) -> None:
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _write(*documents: dict) -> None:
+    """One line per document, written and flushed at once."""
     stream = sys.stdout if _output is _STDOUT else _output
-    if stream is None:
+    if stream is None or not documents:
         return
-    # Numbers, the function's name and destination URLs: no field needs redacting, but the line
+    # Numbers, the function's name and destination URLs: no field needs redacting, but each line
     # is still passed through the redactor as every other output is.
-    line = logs.redact(json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+    text = "".join(logs.redact(_ENCODER.encode(document)) + "\n" for document in documents)
     with _lock:
-        stream.write(line + "\n")  # type: ignore[union-attr]
+        stream.write(text)  # type: ignore[union-attr]
         stream.flush()  # type: ignore[union-attr]

@@ -337,11 +337,11 @@ class Fanout:
             return self._sliced(obj, state, uploads + copies) + again
         if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
             try:
-                with staging.file(obj.size, obj.url) as path:
-                    with open(path, "wb") as sink:
+                with staging.staged(obj.size, obj.url) as staged:  # in memory, or a file (``staging``)
+                    with staged.sink() as sink:
                         reading = self.copier.source.read_into(obj, sink, body)
                     state = replace(state, crc32c=reading.crc32c_b64, proof=reading.plan.proof)
-                    upload = StagedUpload(self.copier.writer, self.copier.pool, path, obj, state, reading)
+                    upload = StagedUpload(self.copier.writer, self.copier.pool, staged.content, obj, state, reading)
                     again += self.copier.apply(upload, uploads, state)
                     return again + self._after_upload(uploads, copies, obj, state, reading, fallback=upload)
             except StagingError as exc:  # no room next to the objects in flight: stream instead
@@ -381,7 +381,7 @@ class Fanout:
                                       obj, state, fallback)
         if outcome in (FAILED, HELD) and fallback is not None:
             # The primary failed on its own (refused, throttled, held): the next destination becomes
-            # the primary, uploaded from the same staged file, and the rest are copied from it.
+            # the primary, uploaded from the same staged bytes, and the rest are copied from it.
             log.info("primary destination failed; uploading to the next", extra={"fields": {
                 "object": primary.where, "error": primary.result.error or primary.result.detail}})
             again = self.copier.apply(fallback, copies[:1], state)

@@ -5,7 +5,8 @@ Cloud Storage then holds (``slot.written``) or why not (``slot.error``); it neve
 retries a refusal: ``transfer.Copier`` applies one policy to every way (prove the copy, look again
 after a 412, fall back after a refused server-side copy).
 
-- ``StagedUpload``: from the file staged under the temp dir (small objects).
+- ``StagedUpload``: from the staged bytes, in memory or in a file under the temp dir (objects below
+  the streaming threshold, ``staging``).
 - ``StreamedUpload``: one read of the source feeding resumable uploads as the bytes arrive.
 - ``ServerCopy``: ``objects.rewrite`` from a verified copy in Cloud Storage: no bytes leave AWS.
 - ``Compose``: a sliced copy's final object, composed from its slices in Cloud Storage.
@@ -80,15 +81,19 @@ def _each(pool: Executor, slots: list, write_one: Callable[[Any], Any]) -> None:
 
 
 class StagedUpload:
+    """An upload per slot of the staged object: ``content`` is its bytes (staged in memory) or the
+    path of its staged file (``staging``)."""
+
     repeatable = True
 
-    def __init__(self, writer: Any, pool: Executor, path: str, obj: SourceObject, state: SourceState, reading: Any):
-        self._writer, self._pool, self._path = writer, pool, path
+    def __init__(self, writer: Any, pool: Executor, content: bytes | str, obj: SourceObject, state: SourceState,
+                 reading: Any):
+        self._writer, self._pool, self._content = writer, pool, content
         self._obj, self._state, self.fingerprint = obj, state, reading
 
     def write(self, slots: list) -> None:
         _each(self._pool, slots, lambda slot: self._writer.upload(
-            slot.destination, slot.name, self._path, self._obj, self._state, self.fingerprint,
+            slot.destination, slot.name, self._content, self._obj, self._state, self.fingerprint,
             if_generation_match=slot.plan.generation))
 
 

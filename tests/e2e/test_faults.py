@@ -25,7 +25,6 @@ import google_crc32c
 import pytest
 
 import gcs_sync.staging
-import gcs_sync.transfer as transfer
 import lambda_function
 from gcs_sync.errors import CopyFailed, CredentialsError, GcsSyncError
 from tests.rig.faults import FAULT_RUNS, FaultPlan, FaultProxy
@@ -570,7 +569,7 @@ def test_disk_full_while_staging_streams_that_object_and_the_rest_copy(world, mo
     def filling_open(path, mode="r", *args, **kwargs):
         return FillingDisk(real_open(path, mode, *args, **kwargs))
 
-    monkeypatch.setattr(transfer, "open", filling_open, raising=False)  # only the staging writes
+    monkeypatch.setattr(gcs_sync.staging, "open", filling_open, raising=False)  # only the staged files' writes
     bodies = {"fills-the-disk.bin": os.urandom(3 * MIB), "a.txt": b"a" * 1000, "b.txt": b"b" * 50_000}
     with caplog.at_level("INFO", logger="gcs_sync.transfer"):
         summary, error, _ = invoke({"Records": [world.put(k, b) for k, b in bodies.items()]})

@@ -24,6 +24,7 @@ from gcs_sync.events import printable
 from gcs_sync.destination import GcsWriter
 from gcs_sync.errors import CopyFailed, SourceError
 from gcs_sync.source import S3Source
+import gcs_sync.staging
 from gcs_sync.staging import Staging
 
 from .conftest import md5_b64
@@ -82,9 +83,12 @@ ENCODINGS = {
 
 
 class StagingSpy:
-    """Records every staged path, every tempfile call, and the staging tree during each upload."""
+    """Records every staged path, every tempfile call, and the staging tree during each upload.
+    ``in_memory=False``: every object is staged in a file, however small (none in memory)."""
 
-    def __init__(self, world, monkeypatch):
+    def __init__(self, world, monkeypatch, in_memory: bool = False):
+        if not in_memory:
+            monkeypatch.setattr(gcs_sync.staging, "IN_MEMORY_MAX", -1)
         self.root = Path(world.staging)
         self.paths: list[str] = []
         self.tempfile_calls: list[tuple[str, dict]] = []

@@ -6,14 +6,16 @@ container's init phase: settings, clients and the first token made before the fi
 from __future__ import annotations
 
 import os
-
+import tempfile
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import gcs_sync.staging
 from gcs_sync.errors import ConfigError
 from gcs_sync.handler import Container
 from gcs_sync.plan import upload_each_max
+from gcs_sync.staging import IN_MEMORY_MAX
 
 from .conftest import FakeContext
 
@@ -115,6 +117,41 @@ def test_a_copy_replaced_since_by_another_container_costs_a_412_and_a_look_and_n
     assert {b: world.gcs_object(b, n)["generation"] for b, n in ((plain, "race.json"), (prefixed, "p/race.json"))} \
         == generations
     assert world.gcs_bytes(plain, "race.json") == b"two" == world.gcs_bytes(prefixed, "p/race.json")
+
+
+
+def test_objects_up_to_a_mebibyte_are_staged_in_memory_and_larger_ones_in_a_file_removed_after(two, monkeypatch):
+    """Up to ``staging.IN_MEMORY_MAX`` the GET's bytes are uploaded from memory: no directory, no
+    file, no disk-space check; one byte more and the object is staged in a file as before."""
+    world, container, plain, prefixed = two
+    made: list[str] = []  # every directory and file made under the temp dir, as it is made
+    for name in ("mkdtemp", "mkstemp"):
+        real = getattr(tempfile, name)
+
+        def recording(*args, _real=real, **kwargs):
+            answer = _real(*args, **kwargs)
+            made.append(answer if isinstance(answer, str) else answer[1])
+            return answer
+
+        monkeypatch.setattr(tempfile, name, recording)
+    checked: list[str] = []
+    real_usage = gcs_sync.staging.shutil.disk_usage
+    monkeypatch.setattr(gcs_sync.staging.shutil, "disk_usage", lambda path: checked.append(path) or real_usage(path))
+
+    at_limit = os.urandom(IN_MEMORY_MAX)
+    summary = container.handle({"Records": [world.put("in-memory.bin", at_limit)]}, FakeContext())
+    assert summary["copied"] == 1 and summary["failed"] == 0, summary
+    assert made == [] and checked == [] and world.staging_leftovers() == []
+    assert world.gcs_bytes(plain, "in-memory.bin") == at_limit == world.gcs_bytes(prefixed, "p/in-memory.bin")
+    assert all(r["proof"] not in (None, "none") for r in summary["results"][0]["destinations"])  # proven as before
+
+    above = os.urandom(IN_MEMORY_MAX + 1)
+    summary = container.handle({"Records": [world.put("in-a-file.bin", above)]}, FakeContext())
+    assert summary["copied"] == 1 and summary["failed"] == 0, summary
+    staged = [os.path.relpath(path, world.staging) for path in made]
+    assert len(staged) == 2 and staged[1].startswith(staged[0] + os.sep), staged  # the directory, then its file
+    assert checked and world.staging_leftovers() == []  # removed after the invocation
+    assert world.gcs_bytes(plain, "in-a-file.bin") == above == world.gcs_bytes(prefixed, "p/in-a-file.bin")
 
 
 # -- the init phase ------------------------------------------------------------------------------

@@ -96,11 +96,13 @@ class FakeWriter:
         with self._lock:
             return self._held(destination.bucket, name) if (destination.bucket, name) in self.store else None
 
-    def upload(self, destination, name, path, obj, state, digests, if_generation_match):
+    def upload(self, destination, name, content, obj, state, digests, if_generation_match):
         self.calls.append(("upload", destination.bucket, name))
         if destination.bucket in self.refuse_upload:
             raise DestinationError(f"gs://{destination.bucket}/{name}: permission denied", retryable=False)
-        with open(path, "rb") as f:
+        if isinstance(content, bytes):  # staged in memory
+            return self._put(destination.bucket, name, content, state.to_metadata(), if_generation_match)
+        with open(content, "rb") as f:  # the staged file's path
             return self._put(destination.bucket, name, f.read(), state.to_metadata(), if_generation_match)
 
     def open_stream(self, destination, name, obj, state, if_generation_match, chunk_size):

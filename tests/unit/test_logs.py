@@ -413,3 +413,65 @@ def test_errors_of_the_function_redact_their_own_text(monkeypatch):
     for text in (str(credentials), credentials.detail, credentials.fix, repr(credentials.args)):
         assert quote(SESSION_TOKEN, safe="") not in text and SESSION_TOKEN not in text
     assert str(SourceError(f"S3 said {quote_plus(SESSION_TOKEN)}", retryable=False)) == "S3 said [redacted]"
+
+
+# --------------------------------------------------------------------------- the formatter's clean-line path
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Secrets with the characters JSON escapes (quote, backslash, control, non-ASCII) as well as AWS's own.
+ODD_SECRET = 'odd"se\\cret\t\u00e9\u2028/x'
+PIECES = ["token", "Bearer ", "ya29.abc", "private", "Signature=" + SIG, "access_token=", "x-amz-security-token",
+          SESSION_TOKEN, quote(SESSION_TOKEN, safe=""), quote_plus(SESSION_TOKEN), json.dumps(SESSION_TOKEN)[1:-1],
+          ODD_SECRET, json.dumps(ODD_SECRET)[1:-1], quote(ODD_SECRET, safe=""), "\n", '"', "\\", "é", "s3://b/k", " "]
+texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=8)), max_size=6).map("".join)
+values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), texts),
+                      lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)),
+                      max_leaves=8)
+
+
+def _full_path(record: logging.LogRecord, monkeypatch) -> str:
+    """The line as the formatter writes it with every piece redacted (the clean-line path off)."""
+    with monkeypatch.context() as m:
+        m.setattr(logs, "_clean_line", lambda *args: None)
+        return JsonFormatter().format(record)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=texts, fields=st.dictionaries(texts, values, max_size=4), secret=st.sampled_from(
+    [SESSION_TOKEN, ODD_SECRET]))
+def test_a_line_is_written_exactly_as_the_full_redaction_writes_it(monkeypatch, message, fields, secret):
+    """Whatever the message and fields (credential words, the process's secrets in every form,
+    characters JSON escapes), the clean-line path writes the full path's line or leaves it to it."""
+    monkeypatch.setenv("AWS_SESSION_TOKEN", secret)
+    record = logging.LogRecord("gcs_sync.t", logging.INFO, __file__, 1, "%s", (message,), None)
+    record.fields = fields
+    assert JsonFormatter().format(record) == _full_path(record, monkeypatch)
+
+
+def test_clean_lines_skip_the_redaction_and_lines_with_a_secret_do_not(monkeypatch):
+    """The clean-line path is taken for an ordinary line (redact is not called), and refused for a
+    line holding a secret in any form, a credential word, or a value JSON cannot write itself."""
+    monkeypatch.setenv("AWS_SESSION_TOKEN", ODD_SECRET)
+    calls: list[str] = []
+    real = logs.redact
+    monkeypatch.setattr(logs, "redact", lambda text, secrets=None: calls.append(text) or real(text, secrets))
+
+    def line(message: str, **fields) -> dict:
+        record = logging.LogRecord("gcs_sync.t", logging.INFO, __file__, 1, message, (), None)
+        record.fields = fields
+        return json.loads(JsonFormatter().format(record))
+
+    assert line("object copied", source="s3://b/k", bytes=5)["source"] == "s3://b/k" and calls == []
+    for message, fields in [("x", {"error": f"failed with {ODD_SECRET}"}),
+                            ("x", {"error": json.dumps({"k": ODD_SECRET})}),  # the secret's JSON spelling
+                            ("x", {"error": quote(ODD_SECRET, safe="")}),
+                            (f"lost {quote_plus(ODD_SECRET)}", {}),
+                            ("x", {"header": "Authorization: Bearer abc.def"}),
+                            ("x", {"cause": ValueError(f"bad {ODD_SECRET}")})]:
+        calls.clear()
+        written = json.dumps(line(message, **fields), ensure_ascii=False)
+        assert calls, (message, fields)  # the full path ran
+        assert "[redacted]" in written and "abc.def" not in written, written
+        assert not [form for form in logs.secret_forms((ODD_SECRET,)) if form in written], written
