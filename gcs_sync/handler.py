@@ -173,7 +173,7 @@ def _slices(batch: SqsBatch, runtime: Runtime) -> list[str]:
     messages = [m for m in messages if m not in foreign]
     if messages:
         runtime.auth.ensure_token()
-    slicer = runtime.copier.slicer
+    slicer = runtime.copier.fanout.slicer
     outcomes = parallel([m.slice for m in messages], slicer.run, runtime.settings.object_concurrency)
     failed, reports = [], []
     for message, outcome in zip(messages, outcomes):

@@ -53,11 +53,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 RESERVED_PREFIX = ".gcs-sync-slices/"  # in the primary destination's bucket; a lifecycle rule removes leftovers
-GCS_MAX_OBJECT = 5 * 1024 ** 4  # Cloud Storage's largest object: 5 TiB
 COMPOSE_MAX = 32  # sources per compose call
-ASSUMED_THROUGHPUT = 50 * 1000 * 1000  # bytes/s of one invocation, until this container has measured one
-TIME_SHARE = 0.7  # an object is copied in one invocation only if it needs at most this share of the time left
-MEASURE_MIN_BYTES = 64 * MIB  # copies from this size update the measured throughput
 ROUNDS = 2  # a plan whose slices fail the whole-object proof is queued once more, then fails
 SEND_BATCH = 10  # SendMessageBatch's limit
 WRITE_ATTEMPTS = 5
@@ -114,26 +110,6 @@ def plan_id(obj: SourceObject, destination: str = "", name: str = "") -> str:
 
 def slice_name(plan: str, index: int) -> str:
     return f"{RESERVED_PREFIX}{plan}/s{index:05d}"
-
-
-class TooLarge(GcsSyncError):
-    """The object cannot be copied by one invocation (and slicing is off), or by any means."""
-
-    retryable = False
-
-
-def needs_slicing(size: int, remaining: float | None, throughput: float, settings: Settings) -> bool:
-    """Whether an object of ``size`` bytes must be sliced: always from SLICE_THRESHOLD_MB (with a
-    queue), else when it would take more than TIME_SHARE of the time left at ``throughput``.
-    Raises ``TooLarge`` (permanent) above Cloud Storage's 5 TiB."""
-    if size > GCS_MAX_OBJECT:
-        raise TooLarge(f"{size} bytes is over Cloud Storage's limit of 5 TiB per object ({GCS_MAX_OBJECT} "
-                       "bytes); it cannot be copied")
-    if settings.slice_queue_url and settings.slice_threshold_mb and size >= settings.slice_threshold_mb * MIB:
-        return True
-    if remaining is None:
-        return False
-    return size / max(throughput, 1.0) > remaining * TIME_SHARE
 
 
 # ------------------------------------------------------------------ one slice's digests
@@ -250,33 +226,6 @@ class Slicer:
         self.deadline = deadline or Deadline()
         self.queue = SliceQueue(settings, sqs)
         self._lock = threading.Lock()
-        self.throughput = float(ASSUMED_THROUGHPUT)
-        self.measured = False
-
-    # ------------------------------------------------------------ deciding
-
-    def measure(self, nbytes: int, seconds: float) -> None:
-        """A copy of ``nbytes`` took ``seconds`` in this container: the figure later decisions use."""
-        if nbytes >= MEASURE_MIN_BYTES and seconds > 0:
-            with self._lock:
-                rate = nbytes / seconds
-                self.throughput = rate if not self.measured else 0.5 * self.throughput + 0.5 * rate
-                self.measured = True
-
-    def must_slice(self, obj: SourceObject) -> bool:
-        """True when ``obj`` goes through slices; ``TooLarge`` when it cannot be copied here at all."""
-        remaining = self.deadline.remaining()
-        if not needs_slicing(obj.size, remaining, self.throughput, self.settings):
-            return False
-        if self.settings.slice_queue_url:
-            return True
-        figure = "measured" if self.measured else "assumed"
-        raise TooLarge(
-            f"{obj.url}: {obj.size} bytes cannot be copied in the {remaining:.0f} s this invocation has left "
-            f"(at the {figure} {self.throughput / 1e6:.0f} MB/s it needs about {obj.size / self.throughput:.0f} s), "
-            "and every retry would fail the same way. Enable slicing: set SLICE_QUEUE_URL to the function's own "
-            "SQS queue (deploy/template.yaml creates it and the permission), so that "
-            "parallel invocations copy it in slices; see the README, 'Objects larger than one invocation'")
 
     # ------------------------------------------------------------ planning
 

@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from .config import Destination, Settings
+from .budget import Budget
 from .deadline import Deadline
 from .deletes import Deletions
 from .destination import Writer
@@ -35,7 +36,6 @@ from .plan import AGAIN, ASK_SOURCE, Final, Write, fan_out, plan_for, resolve, u
 from .proof import CRC32C, NONE, Fingerprint, Plan, check_copy
 from .results import (ABSENT, COPIED, CURRENT, DELETED, FAILED, HELD, REPAIRED, SKIPPED, SLICED, SUPERSEDED,
                       DestinationResult, ObjectReport, logged, result)
-from .slices import Slicer
 from .source import Source, SourceObject
 from .staging import Staging
 from .ways import Compose, ServerCopy, Slot, StagedUpload, StreamedUpload, Way
@@ -62,9 +62,7 @@ class Copier:
         self.pool = ThreadPoolExecutor(max(1, workers * len(settings.destinations)),
                                        thread_name_prefix="gcs-sync-destination")
         self._known = KnownNames()
-        # Objects too large for one invocation; their other destinations are copied by copy_within,
-        # the final compose is written through apply.
-        self.slicer = Slicer(settings, source, writer, self.deadline, engine=self)
+        self.budget = Budget(settings, self.deadline)  # what one invocation copies; slices beyond it
         self.fanout = Fanout(self)
         self._deletions = Deletions(settings, source, writer, self.pool)
 
@@ -312,6 +310,20 @@ class Fanout:
         self._streams = threading.BoundedSemaphore(streams_in_flight(copier.settings))
         self._no_server_copy: set[str] = set()  # destinations that refused a server-side copy (403)
         self._lock = threading.Lock()
+        self._slicer: Any = None
+
+    @property
+    def slicer(self) -> Any:
+        """The ``slices.Slicer``, imported and built when an object is first sliced or a slice task
+        arrives: the final compose is written through ``Copier.apply``, the other destinations
+        copied by ``Copier.copy_within``."""
+        with self._lock:
+            if self._slicer is None:
+                from .slices import Slicer
+
+                c = self.copier
+                self._slicer = Slicer(self.settings, c.source, c.writer, c.deadline, engine=c)
+            return self._slicer
 
     def refused(self) -> list[str]:
         with self._lock:
@@ -332,8 +344,7 @@ class Fanout:
             if not uploads:
                 return again
             copies = []  # the rest (destinations that refuse server-side copies) are uploaded below
-        slicer = self.copier.slicer
-        if slicer.must_slice(obj):  # raises TooLarge (permanent) when it cannot be copied here
+        if self.copier.budget.must_slice(obj):  # raises TooLarge (permanent) when it cannot be copied here
             return self._sliced(obj, state, uploads + copies) + again
         if obj.size < self.settings.stream_threshold and staging.fits(obj.size):
             try:
@@ -351,17 +362,19 @@ class Fanout:
         state = replace(state, proof=plan.proof,
                         crc32c=plan.expected if plan.proof == CRC32C and not plan.per_part else None)
         with self._streams:  # at most streams_in_flight objects stream at once
+            started = time.monotonic()
             stream = StreamedUpload(self.copier.writer, self.copier.source, self.copier.pool, obj, body, state,
                                     self.settings.stream_chunk, self.copier.deadline)
             again += self.copier.apply(stream, uploads, state)
+            if uploads and all(s.result is not None and s.result.outcome in (COPIED, REPAIRED) for s in uploads):
+                self.copier.budget.measure(obj.size, time.monotonic() - started)  # read once, written to each
         return again + self._after_upload(uploads, copies, obj, state, stream.fingerprint, fallback=None)
 
     def _sliced(self, obj: SourceObject, state: SourceState, writes: list[Slot]) -> list[Slot]:
         """Queue the object's slices (``slices``): composed into the primary destination, then copied
         server-side to the others, by the invocations that receive them."""
         primary = next((s for s in writes if s.destination.url == self.settings.primary_destination), writes[0])
-        plan, count = self.copier.slicer.plan(obj, state, primary.destination, primary.name,
-                                              primary.plan.generation)
+        plan, count = self.slicer.plan(obj, state, primary.destination, primary.name, primary.plan.generation)
         for slot in writes:
             slot.finish(SLICED, detail=f"{count} slices queued (plan {plan}); the invocation that composes them "
                                        "reports the copy")

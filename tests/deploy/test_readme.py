@@ -691,10 +691,15 @@ def test_the_proofs_named_are_the_codes(readme):
 def test_the_overview_describes_todays_copy(readme, tmp_path):
     top = _flat(_top(readme))
     for claim in ("uploaded once, to the primary destination", "`objects.rewrite`", "`FANOUT=copy`, the default",
-                  "staged under `/tmp`, large ones streamed", "sliced", "`ReplicationLatency`", "redriven",
+                  "sliced", "`ReplicationLatency`", "redriven",
                   "an audit (`check`)", "a health check (`doctor`)", "a record from the failure queue"):
         assert claim in top, claim
     assert _settings(tmp_path, GCS_DESTINATIONS="gs://bucket-a gs://bucket-b").fanout == "copy"
+    from gcs_sync.staging import IN_MEMORY_MAX
+
+    sizes = (f"held in memory (up to {IN_MEMORY_MAX // (1024 * 1024)} MiB) or staged under `/tmp` "
+             f"(up to {_settings(tmp_path).stream_threshold // (1024 * 1024)} MiB), large ones streamed")
+    assert sizes in top, sizes
 
 
 def test_the_events_table_lists_every_shape_the_function_accepts(readme):
@@ -712,14 +717,17 @@ def test_the_copy_path_stages_streams_and_slices(readme, tmp_path):
     path = section(readme, "The copy path")
     diagram = code_blocks("```\n" + path.split("```", 1)[1], "")[0][1]
     threshold = _settings(tmp_path).stream_threshold // (1024 * 1024)
-    for step in (f"under {threshold} MiB", "staged in a private dir under /tmp", f"{threshold} MiB and up",
+    from gcs_sync.staging import IN_MEMORY_MAX
+
+    for step in (f"up to {IN_MEMORY_MAX // (1024 * 1024)} MiB              kept in memory",
+                 f"under {threshold} MiB", "staged in a private dir under /tmp", f"{threshold} MiB and up",
                  "streamed", "sliced", "work queue", "primary destination", "server-side copy (objects.rewrite)",
                  "FANOUT=upload"):
         assert step in diagram, step
 
 
 def test_the_throughput_figure_is_the_one_the_function_plans_with(template, readme):
-    from gcs_sync.slices import ASSUMED_THROUGHPUT, TIME_SHARE
+    from gcs_sync.budget import ASSUMED_THROUGHPUT, TIME_SHARE
 
     text = _flat(readme)
     rate = ASSUMED_THROUGHPUT / 1e6

@@ -201,3 +201,26 @@ def test_an_upload_stopped_by_the_deadline_is_cancelled(world):
                if method == "DELETE" and path.startswith("/upload/")]
     assert len(cancels) == 1, world.rig.front.requests[-5:]
     assert world.gcs_object(dest, "slow.bin") is None
+
+
+def test_a_large_streamed_copy_measures_the_containers_throughput(world, monkeypatch):
+    """What decides slicing (``budget``) starts from the assumed throughput and takes the container's
+    own from its first large copy written whole; small copies say nothing about it."""
+    import gcs_sync.budget
+    from gcs_sync.handler import Container
+
+    from .conftest import FakeContext
+
+    monkeypatch.setattr(gcs_sync.budget, "MEASURE_MIN_BYTES", 2 * MIB)
+    stream_everything(world, f"gs://{world.bucket()} gs://{world.bucket()}", FANOUT="upload")
+    container = Container(code_dir=str(world.tmp_path / "task"))
+    try:
+        small = world.put("measure/small.bin", os.urandom(MIB))
+        assert container.handle({"Records": [small]}, FakeContext())["copied"] == 1
+        budget = container.runtime.copier.budget
+        assert not budget.measured and budget.throughput == gcs_sync.budget.ASSUMED_THROUGHPUT
+        large = world.put("measure/large.bin", os.urandom(3 * MIB))
+        assert container.handle({"Records": [large]}, FakeContext())["copied"] == 1
+        assert budget.measured and 0 < budget.throughput != gcs_sync.budget.ASSUMED_THROUGHPUT
+    finally:
+        container.reset()

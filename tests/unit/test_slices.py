@@ -15,7 +15,8 @@ from gcs_sync.config import Settings
 from gcs_sync.errors import ConfigError
 from gcs_sync.events import SliceTask
 from gcs_sync.proof import combine_b64, crc32c_combine, crc_combine
-from gcs_sync.slices import GCS_MAX_OBJECT, MIB, TooLarge, needs_slicing, slice_ranges
+from gcs_sync.budget import GCS_MAX_OBJECT, TooLarge, needs_slicing
+from gcs_sync.slices import MIB, slice_ranges
 
 
 def _b64(value: int, width: int = 4) -> str:
