@@ -776,3 +776,11 @@ def test_the_models_the_zip_keeps_are_the_services_the_function_calls(readme):
     match = re.search(r"keeps the \w+ the\s+function\s+calls\s+\(([A-Z0-9,\s]+):\s+`AWS_SERVICES`\s+in\s+`gcs_sync/aws\.py`\)", readme)
     assert match, "the README's build section no longer names the service models the zip keeps"
     assert [s.strip().lower() for s in match.group(1).split(",")] == list(AWS_SERVICES)
+
+
+def test_the_development_layout_names_every_module(readme):
+    block = code_blocks("```\n" + section(readme, "Development").split("```", 1)[1], "")[0][1]
+    package = Path(__file__).resolve().parents[2] / "gcs_sync"
+    modules = sorted(p.name for p in package.glob("*.py") if not p.name.startswith("__"))
+    assert [m for m in modules if not re.search(rf"\b{re.escape(m)}\b", block)] == []
+    assert "doctor/" in block
