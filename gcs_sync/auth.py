@@ -91,8 +91,10 @@ def _without_location_lookup(credentials: Any) -> None:
         credentials._maybe_start_regional_access_boundary_refresh = lambda request, url: None
 
 
+# Searched in the lowered text of a failed token exchange: compiled with IGNORECASE it took ~4 ms of
+# a cold start (bench/cold_start.py), ~0.4 ms without.
 _TRANSIENT = re.compile(r"\b(429|500|502|503|504)\b|unavailable|rate.?limit|resource_exhausted|backenderror|"
-                        r"internal error|timed? ?out", re.IGNORECASE)
+                        r"internal error|timed? ?out")
 
 
 class GoogleAuth:
@@ -147,7 +149,7 @@ class GoogleAuth:
                     f"could not reach the Google token endpoint: {exc}", retryable=True
                 ) from exc
             except auth_exc.GoogleAuthError as exc:  # RefreshError, OAuthError, ...
-                if getattr(exc, "retryable", False) or _TRANSIENT.search(str(exc)):
+                if getattr(exc, "retryable", False) or _TRANSIENT.search(str(exc).lower()):
                     raise CredentialsError(
                         f"the Google token exchange is temporarily unavailable; a retry will try again. "
                         f"Detail: {str(exc)[:300]}", retryable=True) from exc

@@ -37,13 +37,13 @@ _QUOTED = rf"(?:{_PCT}(?:22|27|5[cC]))"
 _ASSIGNED = rf"(?:{_PCT}3[aAdD])"
 _SPACED = rf"(?:{_PCT}20|\+)"
 _PATTERNS = (
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-    re.compile(r"ya29\.[\w.\-]+"),  # Google access tokens
-    re.compile(rf"(?i)(bearer(?:\s|{_SPACED})+)[\w.\-~+/=%]+"),
-    re.compile(rf"(?i)((?:x-amz-)?signature(?:[\"'=:\s\\+]|{_QUOTED}|{_ASSIGNED}|{_SPACED})+)[0-9a-f]{{16,}}"),
-    re.compile(rf"(?i)({_NAMES}[\"'\\]*\s*[:=]\s*[\"'\\]*)[^\"'&\s,}}\\]+"),
-    re.compile(rf"(?i)({_NAMES}{_QUOTED}*{_SPACED}*{_ASSIGNED}{_SPACED}*{_QUOTED}*)"
-               rf"(?:(?!{_PCT}(?:2[26cC]|27|5[cC]))[^\"'&\s,}}\\])+"),
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    r"ya29\.[\w.\-]+",  # Google access tokens
+    rf"(?i)(bearer(?:\s|{_SPACED})+)[\w.\-~+/=%]+",
+    rf"(?i)((?:x-amz-)?signature(?:[\"'=:\s\\+]|{_QUOTED}|{_ASSIGNED}|{_SPACED})+)[0-9a-f]{{16,}}",
+    rf"(?i)({_NAMES}[\"'\\]*\s*[:=]\s*[\"'\\]*)[^\"'&\s,}}\\]+",
+    rf"(?i)({_NAMES}{_QUOTED}*{_SPACED}*{_ASSIGNED}{_SPACED}*{_QUOTED}*)"
+    rf"(?:(?!{_PCT}(?:2[26cC]|27|5[cC]))[^\"'&\s,}}\\])+",
 )
 # Every pattern above needs one of these words: text without any skips the substitutions.
 _SUSPECT = ("private", "ya29.", "bearer", "signature", "token")
@@ -60,9 +60,16 @@ def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
     lowered = text.lower()
     if not any(word in lowered for word in _SUSPECT):
         return text
-    for pattern in _PATTERNS:
+    for pattern in _compiled_patterns():
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
     return text
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_patterns() -> tuple[re.Pattern, ...]:
+    """``_PATTERNS`` compiled when text first holds a suspect word: most containers write none, and
+    compiling them costs ~3 ms of a cold start (bench/cold_start.py)."""
+    return tuple(re.compile(pattern) for pattern in _PATTERNS)
 
 
 def _own_secrets() -> tuple[str, ...]:

@@ -363,3 +363,26 @@ def test_loading_the_functions_credentials_imports_no_user_credential_modules(tm
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text, retryable", [
+    ("Error code 503: Service Unavailable", True),
+    ("RESOURCE_EXHAUSTED: Quota exceeded", True),
+    ("reason: backendError", True),
+    ("Rate Limit Exceeded", True),
+    ("Read Timed Out", True),
+    ("invalid_grant: the subject token is invalid", False),
+    ("Error code 4290: not a status", False),
+])
+def test_a_failed_token_exchange_is_retryable_when_google_says_it_is_transient(text, retryable):
+    from gcs_sync.auth import GoogleAuth
+
+    class Failing:
+        valid = False
+
+        def refresh(self, request):
+            raise auth_exc.RefreshError(text)
+
+    with pytest.raises(CredentialsError) as raised:
+        GoogleAuth(Failing()).ensure_token()
+    assert raised.value.retryable is retryable, text
