@@ -59,8 +59,8 @@ _t0 = time.perf_counter()
 print("BENCH", time.perf_counter() - _t0)
 """
 
-# The first result of a cold container: import (init phase), then a first event copying an object.
-FIRST_COPY = """\
+# What both children define: the invocation's context and an S3 notification for one key.
+EVENT = """\
 import json
 class Context:
     aws_request_id = "bench-cold"
@@ -70,6 +70,10 @@ def event(key):
     return {{"Records": [{{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                           "eventTime": "2026-12-01T00:00:00.000Z", "s3": {{"bucket": {{"name": {bucket!r}}},
                           "object": {{"key": key, "size": {size}}}}}}}]}}
+"""
+
+# The first result of a cold container: import (init phase), then a first event copying an object.
+FIRST_COPY = EVENT + """\
 import lambda_function
 _t1 = time.perf_counter()
 result = lambda_function.lambda_handler(event({key!r}), Context())
@@ -78,22 +82,13 @@ print("PHASES", json.dumps({{"init": _t1 - _t0, "first event": time.perf_counter
 """
 
 # The same, split by phase (the package's own steps, called one by one).
-PHASES = """\
-import json
+PHASES = EVENT + """\
 phases, _last = {{}}, _t0
 def mark(name):
     global _last
     now = time.perf_counter()
     phases[name] = now - _last
     _last = now
-class Context:
-    aws_request_id = "bench-cold"
-    def get_remaining_time_in_millis(self):
-        return 300000
-def event(key):
-    return {{"Records": [{{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                          "eventTime": "2026-12-01T00:00:00.000Z", "s3": {{"bucket": {{"name": {bucket!r}}},
-                          "object": {{"key": key, "size": {size}}}}}}}]}}
 import gc
 gc.disable()  # as lambda_function does during the init
 import botocore.session, botocore.config, google.cloud.storage

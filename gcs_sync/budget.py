@@ -10,11 +10,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .config import Settings
+from .config import MIB, Settings
 from .deadline import Deadline
 from .errors import GcsSyncError
 
-MIB = 1024 * 1024
 GCS_MAX_OBJECT = 5 * 1024 ** 4  # Cloud Storage's largest object: 5 TiB
 ASSUMED_THROUGHPUT = 50 * 1000 * 1000  # bytes/s of one invocation, until this container has measured one
 TIME_SHARE = 0.7  # an object is copied in one invocation only if it needs at most this share of the time left

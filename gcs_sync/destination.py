@@ -63,6 +63,9 @@ class Writer(Protocol):
     def list_held(self, destination: Destination, first: str, last: str) -> dict[str, HeldObject]: ...
 
 
+GCS_ENDPOINT = "https://storage.googleapis.com"
+
+
 def settle_environment(session: Any, endpoint: str) -> None:
     """Read once what a requests session otherwise reads from the environment on every request.
 
@@ -92,8 +95,7 @@ class GcsWriter:
         self._client = client
         self._deadline = deadline or Deadline()
         self.session = session  # the authorized HTTP session, for the streaming path's uploads
-        self.endpoint = endpoint or "https://storage.googleapis.com"
-        settle_environment(session, self.endpoint)
+        self.endpoint = endpoint or GCS_ENDPOINT
 
     def _timeout(self) -> tuple[float, float]:
         return (CONNECT, self._deadline.timeout(READ))

@@ -15,7 +15,7 @@ from .auth import GoogleAuth
 from .aws import client as aws_service_client
 from .config import Settings
 from .deadline import Deadline
-from .destination import GcsWriter
+from .destination import GCS_ENDPOINT, GcsWriter, settle_environment
 from .source import CONNECT_TIMEOUT, READ_TIMEOUT, S3Source
 from .transfer import Copier
 
@@ -70,6 +70,7 @@ def gcs_client(settings: Settings, auth: GoogleAuth, pool: int) -> Any:
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, pool))
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    settle_environment(session, settings.gcs_api_endpoint or GCS_ENDPOINT)
     options = {"api_endpoint": settings.gcs_api_endpoint} if settings.gcs_api_endpoint else None
     # project=None explicitly: no project lookup, so no call to cloudresourcemanager.
     return storage.Client(

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .config import Destination, Settings
+from .config import MIB, Destination, Settings
 from .deadline import Deadline
 from .destination import GcsWriter, SliceStore, TempObject
 from .errors import ChecksumMismatch, DestinationError, GcsSyncError, PreconditionFailed, SourceChanged, SourceGone
@@ -51,7 +51,6 @@ from .ways import Compose, Slot
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 RESERVED_PREFIX = ".gcs-sync-slices/"  # in the primary destination's bucket; a lifecycle rule removes leftovers
 COMPOSE_MAX = 32  # sources per compose call
 ROUNDS = 2  # a plan whose slices fail the whole-object proof is queued once more, then fails

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from gcs_sync.destination import GcsWriter, settle_environment
+from gcs_sync.destination import settle_environment
 
 ENDPOINTS = ["https://storage.googleapis.com", "http://127.0.0.1:8123", "https://private.example.internal:8443"]
 ENVIRONMENTS = {
@@ -48,14 +48,22 @@ def test_every_request_gets_what_requests_would_read_from_the_environment(monkey
     assert _settings(settled, endpoint + "/storage/v1/b") == before
 
 
-def test_the_writer_settles_its_session_and_leaves_a_settled_one_alone(monkeypatch):
+def test_the_clients_session_is_settled_and_a_settled_one_is_left_alone(monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+
+    from gcs_sync.config import Settings
+    from gcs_sync.runtime import gcs_client
+
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
-    session = requests.Session()
-    GcsWriter(client=None, session=session, endpoint="https://storage.googleapis.com")
+
+    class Auth:
+        credentials = AnonymousCredentials()
+
+    session = gcs_client(Settings(destinations=(), google_cloud_project="p"), Auth(), 4)._http
     assert session.trust_env is False and session.proxies["https"] == "http://proxy.corp:3128"
     session.proxies.clear()
-    GcsWriter(client=None, session=session)  # already settled: not read again
+    settle_environment(session, "https://storage.googleapis.com")  # already settled: not read again
     assert session.proxies == {}
-    GcsWriter(client=None, session=None)  # no session (unit tests' writers): nothing to do
+    settle_environment(None, "https://storage.googleapis.com")  # no session: nothing to do
